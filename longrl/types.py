@@ -1,0 +1,103 @@
+"""Records that flow between the stages of longrl (DESIGN §8).
+
+Each field says who creates it and who reads it. Records are plain dataclasses: cheap to build,
+easy to serialise into a checkpoint (``dataclasses.asdict``), and typed so a reader knows what
+is in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StopReason = Literal["eos", "max_length", "repetition", "budget"]
+
+
+@dataclass
+class Prompt:
+    """One problem to solve.
+
+    Created by a task generator (``longrl.tasks``) or a prompt-file loader (``longrl.data``);
+    read by the sampler (``difficulty``), the rollout (``text``) and the scorer (``reference``,
+    picked by ``task``).
+    """
+
+    id: str  # unique within a data source; the sampler's per-prompt statistics key on it
+    text: str  # the prompt as the model sees it (already rendered, chat template applied)
+    reference: Any  # the answer / test cases the scorer compares with; never shown to the model
+    task: str  # name of the scorer in the reward registry (``longrl.rewards.get_scorer``)
+    difficulty: float = 0.0  # in [0, 1]: level L of n maps to (L-1)/(n-1); curation: 1 - pass rate
+    level: int | None = None  # the integer difficulty label, when the data has one
+    tags: dict[str, Any] = field(default_factory=dict)  # free-form metadata (source, split, ...)
+
+
+@dataclass
+class Score:
+    """What a scorer returns for one response (DESIGN §6).
+
+    ``value`` is the reward, ``reason`` a short code counted in the metrics (``ok``, ``wrong``,
+    ``no_answer``, ``timeout``, ...), ``parts`` details such as per-test verdicts.
+    """
+
+    value: float
+    reason: str
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool:
+        """A response counts as correct when it earned the full task reward."""
+        return self.value >= 1.0
+
+
+@dataclass
+class GenRequest:
+    """One sequence to generate. Created by the trainer / evaluator, read by a rollout engine.
+
+    ``prompt_ids`` is the full context: for a partial rollout it is the prompt followed by the
+    response tokens generated so far, and ``max_new_tokens`` is what is left of this iteration's
+    budget. ``seed`` makes the sample reproducible independently of batching.
+    """
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    seed: int | None = None
+
+
+@dataclass
+class GenResult:
+    """What a rollout engine returns for one request.
+
+    ``logprobs[t]`` is log p(token_ids[t]) under the sampling distribution (logits / temperature,
+    after top-p renormalisation when top-p < 1), the same quantity the loss uses.
+    """
+
+    token_ids: list[int]  # the new tokens, EOS included when the stop reason is "eos"
+    logprobs: list[float]
+    stop_reason: StopReason
+
+
+@dataclass
+class Trajectory:
+    """One sampled response to a prompt, with everything the update needs.
+
+    Created by the trainer from a ``GenResult``; ``reward``/``score`` are filled by the scorer,
+    ``advantage`` by the baseline; read by ``longrl.train.batch`` to build the ``TrainBatch``.
+    """
+
+    prompt_id: str
+    group_id: int  # index of the prompt group within the iteration
+    sample_index: int  # j in 0..k-1 within the group
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float]  # recorded by the engine at generation time
+    versions: list[int]  # per response token: the policy iteration that generated it
+    stop_reason: StopReason
+    response_text: str = ""
+    score: Score | None = None
+    len_reward: float = 0.0  # length-penalty part of the reward (DESIGN §3)
+    reward: float = 0.0  # combined reward used by the baseline
+    advantage: float = 0.0  # reward - group mean (DESIGN §2 step 4)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.response_ids)
