@@ -1,0 +1,5 @@
+"""Rollout engines (DESIGN §7): token ids in, token ids + log-probs + stop reason out."""
+
+from longrl.rollout.base import RolloutEngine, SamplingParams
+
+__all__ = ["RolloutEngine", "SamplingParams"]
