@@ -1,0 +1,300 @@
+"""A pool of worker processes that run math-verify with a hard per-answer deadline.
+
+Why processes and not math-verify's own timeout: math-verify times out with ``signal.alarm``,
+which only works on the main thread of the main interpreter (verl and TRL both shipped "grader
+silently returns 0" and "trainer hangs" bugs from this), and a signal cannot interrupt a long
+computation inside C code. Here math-verify runs with its timeouts off
+(``parsing_timeout=None``, ``timeout_seconds=None``) in a worker process, and the parent enforces
+the deadline by killing the worker (SIGKILL) and starting a fresh one. A worker that dies (a
+crash, an out-of-memory kill) is replaced the same way. So every check ends within ``timeout``
+seconds of being handed to a worker, whatever the input, and the caller never blocks forever.
+
+Workers start with the ``forkserver`` method by default: the server process imports math-verify
+once (about a second), and each new worker is a fork of it (milliseconds), so replacing a killed
+worker is cheap. ``fork`` from the trainer is avoided because the trainer holds threads (torch).
+
+    >>> pool = VerifyPool(workers=1, timeout=10)
+    >>> [o.status for o in pool.run([("\\\\frac{1}{2}", "0.5"), ("3", "4")])]
+    ['ok', 'wrong']
+    >>> pool.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+_BOOT_TIMEOUT = 120.0  # s: a worker that has not imported math-verify by then is broken
+_BOOT_FAILURES = 3  # consecutive failed starts before the pool gives up with an error
+_PRELOADED = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one check.
+
+    ``status``: ``ok`` (equivalent), ``wrong``, ``parse_error`` (the answer did not parse into
+    mathematics and its text differs from the reference's), ``bad_reference`` (the reference did
+    not parse), ``timeout`` (killed at the deadline), ``crash`` (the worker died or raised).
+    ``seconds`` is the time from handing the check to a worker until its result (or its kill).
+    """
+
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def _wrap(latex: str) -> str:
+    # A box makes math-verify's LaTeX extractor take the whole string as one expression.
+    return "\\boxed{" + latex + "}"
+
+
+def verify_answer(answer: str, reference: str, *, timeout: int | None = None) -> str:
+    """Compare one extracted answer with one reference using math-verify; returns a status.
+
+    ``timeout=None`` turns math-verify's own signal-based timeouts off, as the pool's workers do;
+    an integer uses them (main thread only), which is how the single-process baseline in
+    ``bench/math_grader.py`` runs.
+
+    >>> verify_answer("\\\\dfrac{1}{2}", "0.5"), verify_answer("x = 3", "4")
+    ('ok', 'wrong')
+    """
+    from math_verify import parse, verify
+    from sympy import Basic, MatrixBase
+
+    gold = parse(_wrap(reference), parsing_timeout=timeout)
+    if not gold:
+        return "bad_reference"
+    pred = parse(_wrap(answer), parsing_timeout=timeout)
+    if not pred:
+        return "parse_error"
+    if verify(gold, pred, timeout_seconds=timeout):
+        return "ok"
+    if not any(isinstance(p, (Basic, MatrixBase)) for p in pred):
+        return "parse_error"
+    return "wrong"
+
+
+def _limit_self(memory_mb: int | None) -> None:
+    """Best-effort limits inside a worker: die with the parent, cap the address space."""
+    try:
+        import ctypes
+        import signal
+
+        # PR_SET_PDEATHSIG = 1: if the forkserver (our parent) goes away, so do we.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if memory_mb:
+        import resource
+
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _worker_main(conn: Connection, memory_mb: int | None) -> None:
+    """Worker loop: receive ``(task_id, answer, reference)``, send ``(task_id, status)``."""
+    _limit_self(memory_mb)
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # "timeout is disabled" warnings
+    verify_answer("1", "1")  # import and warm math-verify before saying we are ready
+    conn.send(("ready", ""))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent closed the pipe or died
+        if msg is None:
+            return
+        task_id, answer, reference = msg
+        try:
+            status = verify_answer(answer, reference)
+        except MemoryError:
+            status = "crash:memory"
+        except Exception as e:  # noqa: BLE001 - any failure of the parser is the answer's fault
+            status = f"crash:{type(e).__name__}"
+        conn.send((task_id, status))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, memory_mb: int | None):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, memory_mb), daemon=True)
+        self.proc.start()
+        child.close()
+        self.started = time.monotonic()
+        self.ready = False
+        self.task: int | None = None  # index of the check it is running
+        self.sent_at = 0.0
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class VerifyPool:
+    """``workers`` processes running :func:`verify_answer`, each check bounded by ``timeout`` s.
+
+    ``memory_mb`` caps each worker's address space (RLIMIT_AS) so an answer such as ``10^{10^{10}}``
+    that sympy tries to expand fails with MemoryError rather than swapping the machine. The pool
+    starts its workers at construction and keeps them warm across :meth:`run` calls. Counters
+    ``restarts`` (workers replaced) and ``timeouts`` are kept for metrics.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 5.0,
+        *,
+        memory_mb: int | None = 4096,
+        start_method: str = "forkserver",
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.timeout = float(timeout)
+        self.memory_mb = memory_mb
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            _preload(self._ctx)
+        self.restarts = 0
+        self.timeouts = 0
+        self._boot_failures = 0
+        self._workers = [_Worker(self._ctx, memory_mb) for _ in range(workers)]
+        self._closed = False
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers (tests kill one to check it is replaced)."""
+        return [w.proc.pid for w in self._workers]
+
+    def _replace(self, i: int) -> None:
+        self._workers[i].kill()
+        self._workers[i] = _Worker(self._ctx, self.memory_mb)
+        self.restarts += 1
+
+    def run(self, checks: list[tuple[str, str]]) -> list[Outcome]:
+        """Check every ``(answer, reference)``; returns one :class:`Outcome` each, in order.
+
+        Returns once every check has a result, a timeout or a crash: at most about
+        ``len(checks) / workers * timeout`` seconds plus worker start-up.
+        """
+        if self._closed:
+            raise RuntimeError("VerifyPool is closed")
+        results: list[Outcome | None] = [None] * len(checks)
+        queue = deque(range(len(checks)))
+        while queue or any(w.task is not None for w in self._workers):
+            self._dispatch(queue, checks)
+            self._collect(queue, results)
+        return results  # type: ignore[return-value]
+
+    def _dispatch(self, queue: deque[int], checks: list[tuple[str, str]]) -> None:
+        for i, w in enumerate(self._workers):
+            if not queue:
+                return
+            if not w.ready or w.task is not None:
+                continue
+            task = queue.popleft()
+            try:
+                w.conn.send((task, checks[task][0], checks[task][1]))
+            except (BrokenPipeError, OSError):
+                queue.appendleft(task)  # the worker died idle: not this check's fault
+                self._replace(i)
+                continue
+            w.task, w.sent_at = task, time.monotonic()
+
+    def _collect(self, queue: deque[int], results: list[Outcome | None]) -> None:
+        now = time.monotonic()
+        deadlines = [w.sent_at + self.timeout for w in self._workers if w.task is not None]
+        deadlines += [w.started + _BOOT_TIMEOUT for w in self._workers if not w.ready]
+        waitables: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
+        wait(waitables, timeout=max(0.0, min(deadlines, default=now + 1.0) - now))
+        now = time.monotonic()
+        for i, w in enumerate(self._workers):
+            status = None
+            try:
+                if w.conn.poll():
+                    tag, status = w.conn.recv()
+                    if tag == "ready":
+                        w.ready, status = True, None
+                        self._boot_failures = 0
+            except (EOFError, OSError):
+                status = "dead"
+            if status is not None and status != "dead" and w.task is not None:
+                kind, detail = _split(status)
+                results[w.task] = Outcome(kind, seconds=now - w.sent_at, detail=detail)
+                w.task = None
+                continue
+            if status == "dead" or not w.proc.is_alive():
+                self._fail(i, "crash", "worker died", queue, results, now)
+            elif w.task is not None and now >= w.sent_at + self.timeout:
+                self.timeouts += 1
+                self._fail(i, "timeout", f"killed after {self.timeout:g} s", queue, results, now)
+            elif not w.ready and now >= w.started + _BOOT_TIMEOUT:
+                self._fail(i, "crash", "worker did not start", queue, results, now)
+
+    def _fail(self, i: int, status: str, detail: str, queue, results, now: float) -> None:
+        w = self._workers[i]
+        if w.task is not None:
+            results[w.task] = Outcome(status, seconds=now - w.sent_at, detail=detail)
+        elif not w.ready:
+            self._boot_failures += 1
+            if self._boot_failures >= _BOOT_FAILURES:
+                self.close()
+                raise RuntimeError(
+                    f"math grading workers failed to start {_BOOT_FAILURES} times in a row "
+                    "(is math-verify installed? try: python -c 'import math_verify')"
+                )
+        self._replace(i)
+
+    def close(self) -> None:
+        """Stop every worker; the pool cannot be used afterwards. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for w in self._workers:
+            w.proc.join(timeout=1)
+            w.kill()
+
+    def __enter__(self) -> VerifyPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a scorer dropped without close() must not leak processes
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: modules may be gone
+            pass
+
+
+def _split(status: str) -> tuple[str, str]:
+    if status.startswith("crash:"):
+        return "crash", status[6:]
+    return status, ""
+
+
+def _preload(ctx: Any) -> None:
+    """Have the forkserver import math-verify once, so each worker forks from a warm process.
+
+    The preload list only takes effect if the forkserver is not running yet; where another part
+    of the program started it first, workers import math-verify themselves (slower start, same
+    results). ``__main__`` stays first, as in multiprocessing's default.
+    """
+    global _PRELOADED
+    if not _PRELOADED:
+        ctx.set_forkserver_preload(["__main__", "math_verify", "sympy", __name__])
+        _PRELOADED = True
