@@ -55,12 +55,15 @@ class GenRequest:
 
     ``prompt_ids`` is the full context: for a partial rollout it is the prompt followed by the
     response tokens generated so far, and ``max_new_tokens`` is what is left of this iteration's
-    budget. ``seed`` makes the sample reproducible independently of batching.
+    budget. ``seed`` makes the sample reproducible independently of batching; with
+    ``response_offset`` (how many of ``prompt_ids`` are earlier response tokens) a continued
+    trajectory draws the same noise an uninterrupted one would have.
     """
 
     prompt_ids: list[int]
     max_new_tokens: int
     seed: int | None = None
+    response_offset: int = 0  # response tokens already at the end of prompt_ids (partial rollouts)
 
 
 @dataclass

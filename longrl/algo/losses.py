@@ -1,0 +1,84 @@
+"""Policy losses and baselines: pure functions of tensors (STYLE §1–3).
+
+Shapes: ``N`` sequences, ``T`` response positions (right-padded). ``logp``, ``ref_logp`` and
+``mask`` are ``[N, T]``: per-token log-probs under the current parameters θ, under π_i (the
+iterate this iteration started from, recorded once before the first update), and 1.0 where the
+token is in the loss. ``advantages`` is ``[N]``.
+
+Every loss returns the **sum** of per-sequence losses. The caller divides by one denominator
+computed for the whole batch before the micro-batch loop (``sequences × horizon``), so the
+gradient does not depend on how the batch is split into micro-batches or workers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y|x) = Σ_t mask_t · log π(y_t | x, y_<t): ``[N, T] -> [N]`` (k1.5 eq. 3 is sequence level)."""
+    return (logp * mask).sum(dim=-1)
+
+
+def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                        advantages: torch.Tensor, tau: float) -> torch.Tensor:
+    """Kimi k1.5 online mirror descent (§2.3.2, eq. 3), summed over sequences::
+
+        L = Σ_j [ −A_j · log π_θ(y_j|x) + τ/2 · (log π_θ(y_j|x) − log π_i(y_j|x))² ]
+
+    with sequence-level log-probs and A_j = r_j − mean(r) of the group. Its gradient equals that
+    of the paper's squared surrogate 1/(2τ)·(A_j − τ·Δ_j)², Δ_j = log π_θ − log π_i, up to the
+    constant A²/(2τ) (whose gradient is 0). At the first step of an iteration Δ = 0 and this is
+    REINFORCE with a mean baseline; the τ term pulls later steps back toward π_i.
+
+    Departure from the paper: none in the loss. The batch denominator may include a fixed horizon
+    H (``rl.horizon``), which rescales the learning rate only.
+    """
+    seq = sequence_logprob(logp, mask)
+    delta = seq - sequence_logprob(ref_logp, mask)
+    return (-advantages * seq + 0.5 * tau * delta.pow(2)).sum()
+
+
+def weighted_nll_loss(logp: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """ReST / rejection-sampling fine-tuning: Σ_j −w_j · log π_θ(y_j|x) with w ≥ 0 (no negative gradient)."""
+    return (-weights * sequence_logprob(logp, mask)).sum()
+
+
+def clipped_ratio_loss(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor,
+                       advantages: torch.Tensor, clip_eps: float) -> torch.Tensor:
+    """GRPO's clipped surrogate without a KL term (β = 0), token-mean per sequence, summed::
+
+        L = Σ_j 1/|y_j| Σ_t −min(ρ_t A_j, clip(ρ_t, 1−ε, 1+ε) A_j),   ρ_t = π_θ(y_t)/π_old(y_t)
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    lengths = mask.sum(dim=-1).clamp(min=1)
+    return ((per_token * mask).sum(dim=-1) / lengths).sum()
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
+    """k1.5 baseline: A_j = r_j − mean_k(r) per group. ``rewards`` ``[G, k] -> [G, k]``. No std division."""
+    return rewards - rewards.mean(dim=-1, keepdim=True)
+
+
+def normalized_baseline(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO: A_j = (r_j − mean) / (std + eps) per group (population std)."""
+    centered = mean_baseline(rewards)
+    return centered / (rewards.std(dim=-1, unbiased=False, keepdim=True) + eps)
+
+
+def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """ReST: weight 1 on the best-rewarded correct sample of each group (first on ties), 0 elsewhere.
+
+    ``rewards`` float ``[G, k]``, ``correct`` bool ``[G, k]``. A group with no correct sample gets
+    no weight.
+    """
+    masked = rewards.masked_fill(~correct, float("-inf"))
+    best = masked.argmax(dim=-1)
+    w = torch.zeros_like(rewards)
+    w[torch.arange(rewards.shape[0]), best] = 1.0
+    return w * correct.any(dim=-1, keepdim=True)

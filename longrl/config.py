@@ -1,0 +1,293 @@
+"""Typed run configuration: YAML presets + dotted ``--set`` overrides, validated at load time.
+
+Each component defines its own dataclass next to its code; :class:`RunConfig` composes them.
+Loading walks the dataclasses, so an unknown key is reported with the nearest valid one, a wrong
+type names the field and the expected type, and impossible combinations fail before anything is
+written (STYLE §10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longrl.errors import UserError
+from longrl.models.tiny import TinyModelConfig
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None  # local Hugging Face model folder; None builds the built-in tiny model
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # used when path is None
+    dtype: str = "float32"  # parameter dtype for training; fp32 on CPU (bf16 matmul is slow there)
+    chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
+
+    def validate(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16 or float16")
+        if self.path is not None and not Path(self.path).is_dir():
+            raise UserError(f"model.path: {self.path} is not a directory")
+
+
+@dataclass
+class DataConfig:
+    task: str = "countdown"  # built-in task name, or a prompt file (JSONL/Parquet) for `train`
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3])  # built-in task levels to train on
+    heldout_per_level: int = 150  # built-in held-out problems per level (450 in all)
+    eval_file: str | None = None  # held-out prompt file when training on a file
+    skip_invalid: bool = False  # skip bad rows (written to rejects.jsonl) instead of stopping
+
+
+@dataclass
+class SFTConfig:
+    enabled: bool = True  # run the warm-up when no warm checkpoint exists
+    data: str | None = None  # JSONL of {"prompt", "response"}; None = the built-in task's traces
+    examples: int = 24000  # built-in traces to write
+    give_up_prob: float = 0.5  # share of built-in traces whose searcher gives up early
+    slip_prob: float = 0.05  # per-attempt chance of an arithmetic slip that is then corrected
+    epochs: float = 1.0  # passes over the data
+    batch_tokens: int = 4096  # tokens per optimizer step (length-bucketed, not padded to the max)
+    lr: float = 3e-3  # peak learning rate (AdamW), cosine decay after a 3% warm-up
+    weight_decay: float = 0.0
+    warm_dir: str | None = None  # where the warm checkpoint lives; default runs/_warm/<model hash>
+
+    def validate(self) -> None:
+        if self.batch_tokens <= 0 or self.epochs <= 0 or self.lr <= 0:
+            raise UserError("sft.batch_tokens, sft.epochs and sft.lr must be positive")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # rollout engine: hf (transformers, CPU/GPU) or vllm
+    k: int = 8  # samples per prompt (the group for the mean baseline)
+    batch_prompts: int = 16  # prompts per iteration
+    max_length: int = 192  # max new tokens per response
+    temperature: float = 1.0  # sampling temperature (log-probs are of logits / temperature)
+    top_p: float = 1.0  # nucleus sampling mass (training needs 1.0: the loss uses the full softmax)
+    max_batch: int = 256  # sequences decoded together
+
+    def validate(self) -> None:
+        if self.k < 2:
+            raise UserError(f"rollout.k={self.k}: k must be at least 2 (the mean baseline needs a group)")
+        if self.temperature <= 0:
+            raise UserError("rollout.temperature must be > 0 for RL sampling")
+        if not 0 < self.top_p <= 1:
+            raise UserError("rollout.top_p must be in (0, 1]")
+        if self.max_length <= 0 or self.batch_prompts <= 0:
+            raise UserError("rollout.max_length and rollout.batch_prompts must be positive")
+
+
+@dataclass
+class RLConfig:
+    algorithm: str = "mirror_descent"  # update rule: mirror_descent (k1.5), rest, grpo
+    iterations: int = 60  # RL iterations
+    tau: float = 0.1  # k1.5 regulariser weight on (log pi - log pi_i)^2
+    lr: float = 1e-4  # AdamW learning rate; the optimizer is reset every iteration
+    epochs: int = 1  # passes over one iteration's samples
+    mini_batches: int = 2  # optimizer steps per epoch
+    micro_batch_tokens: int = 8192  # tokens per forward/backward (memory bound; no effect on the gradient)
+    grad_clip: float = 1.0  # max global gradient norm
+    horizon: int | None = None  # divide each sequence loss by this many tokens (None: rollout.max_length)
+    clip_eps: float = 0.2  # grpo only: ratio clip
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        if self.tau < 0 or self.lr <= 0 or self.iterations < 0 or self.epochs < 1 or self.mini_batches < 1:
+            raise UserError("rl: tau >= 0, lr > 0, iterations >= 0, epochs >= 1 and mini_batches >= 1")
+
+
+@dataclass
+class LengthPenaltyConfig:
+    weight: float = 0.0  # w_len; 0 turns the k1.5 length reward off
+    warmup_iters: int = 0  # iterations with w_len = 0 before it switches on
+
+
+@dataclass
+class SamplingConfig:
+    strategy: str = "uniform"  # uniform, curriculum, prioritized, curriculum+prioritized
+    curriculum_warmup_iters: int = 0  # iterations on all prompts before the hard-only phase
+    hard_threshold: float = 0.5  # curriculum: keep prompts with difficulty >= this after warm-up
+    eps: float = 0.05  # prioritized: P(i) ~ (1 - s_i) + eps
+    pool_size: int = 20000  # built-in task: training prompts drawn up front for the sampler
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate every N iterations (0: only before and after RL)
+    n_samples: int = 4  # samples per held-out prompt for pass@1 (at the rollout temperature)
+    greedy: bool = True  # also report greedy accuracy
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 20  # save every N iterations (and at the end)
+    keep: int = 2  # newest checkpoints kept; older ones are pruned
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None  # run directory name under out; default: a timestamp
+    out: str = "runs"  # parent folder of run directories
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads (None: all cores)
+    loggers: list[str] = field(default_factory=list)  # extra metric sinks: tensorboard, wandb
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if hasattr(v, "validate"):
+                v.validate()
+        from longrl.algo import algorithm_names
+
+        if self.rl.algorithm not in algorithm_names():
+            raise UserError(f"rl.algorithm: unknown {self.rl.algorithm!r}; choose from {algorithm_names()}")
+        if self.rollout.engine not in ("hf", "vllm"):
+            raise UserError(f"rollout.engine: unknown {self.rollout.engine!r}; choose hf or vllm")
+        if self.rl.algorithm != "grpo" and self.rollout.top_p < 1:
+            raise UserError("rollout.top_p < 1 with rl.algorithm != grpo: the k1.5 loss needs the full "
+                            "sampling distribution; set rollout.top_p=1")
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int -> float allowed), building dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except UserError as e:
+                errors.append(e)
+        raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if type(value) is not tp:
+            raise UserError(f"{where}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    return value
+
+
+def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, naming unknown keys and the nearest valid one."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {(where + '.' if where else '') + near[0]!r}?" if near else ""
+            raise UserError(f"unknown config key {path!r}{hint} (valid: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["rl.tau=0.05", "rollout.k=16"]`` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set rl.tau=0.05")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A YAML path, or the name of a preset shipped with longrl (``quickstart``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    preset = PRESET_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if preset.is_file():
+        return preset
+    names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+    raise UserError(f"config {name_or_path!r}: no such file, and not a preset ({', '.join(names)})")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of config sections")
+    return data
+
+
+def load_config(config: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Preset or YAML file, then ``--set`` overrides; validated."""
+    tree = read_yaml(resolve_preset(config or "quickstart"))
+    tree = merge(tree, parse_overrides(overrides or []))
+    cfg = build(RunConfig, tree)
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

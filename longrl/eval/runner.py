@@ -1,0 +1,91 @@
+"""Held-out evaluation: pass@1 averaged over n samples, pass@k, greedy accuracy, response lengths."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from longrl.rewards import ScoreRouter
+from longrl.rollout.base import SamplingParams
+from longrl.types import GenRequest, Prompt
+
+
+@dataclass
+class EvalResult:
+    pass1: float  # mean over prompts of (correct samples / n)
+    pass_k: float  # share of prompts with at least one correct sample among n
+    greedy: float | None
+    len_mean: float
+    len_median: float
+    len_p90: float
+    per_level: dict[str, float] = field(default_factory=dict)  # pass@1 per difficulty level
+    reasons: dict[str, int] = field(default_factory=dict)  # scorer reason counts
+    rows: list[dict] = field(default_factory=list)  # one per (prompt, sample) for eval.jsonl
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        m = {f"{prefix}/pass1": self.pass1, f"{prefix}/pass@k": self.pass_k,
+             f"{prefix}/len_mean": self.len_mean, f"{prefix}/len_p90": self.len_p90}
+        if self.greedy is not None:
+            m[f"{prefix}/greedy"] = self.greedy
+        m.update({f"{prefix}/pass1/level_{k}": v for k, v in self.per_level.items()})
+        return m
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimator (Chen et al. 2021): 1 − C(n−c, k)/C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, *, n: int,
+             temperature: float, max_new_tokens: int, greedy: bool = True, seed: int = 0,
+             chat_template: bool = False, keep_rows: bool = False) -> EvalResult:
+    from longrl.models.loading import encode_prompt
+
+    encoded = [encode_prompt(tokenizer, p.text, chat_template) for p in prompts]
+    reqs = [GenRequest(ids, max_new_tokens, seed=_eval_seed(seed, i, j))
+            for i, ids in enumerate(encoded) for j in range(n)]
+    results = engine.generate(reqs, SamplingParams(temperature=temperature))
+    texts = tokenizer.batch_decode([r.token_ids for r in results], skip_special_tokens=True)
+    flat_prompts = [p for p in prompts for _ in range(n)]
+    scores = router(flat_prompts, texts)
+    correct = np.array([s.correct for s in scores], dtype=float).reshape(len(prompts), n)
+    lengths = np.array([len(r.token_ids) for r in results], dtype=float)
+    per_level: dict[str, list[float]] = defaultdict(list)
+    for p, c in zip(prompts, correct.mean(axis=1)):
+        if p.level is not None:
+            per_level[str(p.level)].append(float(c))
+    reasons: dict[str, int] = defaultdict(int)
+    for s in scores:
+        reasons[s.reason] += 1
+    greedy_acc = None
+    if greedy:
+        g = engine.generate([GenRequest(ids, max_new_tokens) for ids in encoded], SamplingParams(temperature=0))
+        g_texts = tokenizer.batch_decode([r.token_ids for r in g], skip_special_tokens=True)
+        greedy_acc = float(np.mean([s.correct for s in router(list(prompts), g_texts)]))
+    rows = []
+    if keep_rows:
+        for idx, (p, r, t, s) in enumerate(zip(flat_prompts, results, texts, scores)):
+            rows.append({"prompt_id": p.id, "sample": idx % n, "level": p.level, "response": t,
+                         "tokens": len(r.token_ids), "stop": r.stop_reason, "reward": s.value,
+                         "reason": s.reason})
+    return EvalResult(
+        pass1=float(correct.mean()),
+        pass_k=float(np.mean([pass_at_k(n, int(c), n) for c in correct.sum(axis=1)])),
+        greedy=greedy_acc,
+        len_mean=float(lengths.mean()),
+        len_median=float(np.median(lengths)),
+        len_p90=float(np.percentile(lengths, 90)),
+        per_level={k: float(np.mean(v)) for k, v in sorted(per_level.items())},
+        reasons=dict(reasons),
+        rows=rows,
+    )
+
+
+def _eval_seed(seed: int, prompt_index: int, sample: int) -> int:
+    return (seed * 1_000_003 + prompt_index) * 64 + sample + (1 << 40)

@@ -1,0 +1,72 @@
+"""Loading and saving Hugging Face causal LMs, with clear errors for bad directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from longrl.errors import UserError
+
+
+def _check_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"model.path: {path} is not a directory (a local Hugging Face model folder)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"model.path: {path} has no config.json; is it a Hugging Face model folder?")
+    return path
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = _check_dir(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.path: cannot load a tokenizer from {path}: {e}") from e
+    if tok.pad_token_id is None:  # many base checkpoints ship without one; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """Load ``(model, tokenizer)`` from a local folder; the model is in train mode on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = _check_dir(path)
+    tokenizer = load_tokenizer(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.path: cannot load a causal LM from {path}: {e}") from e
+    if model.config.eos_token_id is None:
+        model.config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """Save in Hugging Face format (safetensors); ``extra`` goes to ``longrl.json`` (lineage etc.)."""
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if extra:
+        (out_dir / "longrl.json").write_text(json.dumps(extra, indent=2))
+    return out_dir
+
+
+def context_length(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 1 << 30))
+
+
+def encode_prompt(tokenizer, text: str, chat_template: bool = False) -> list[int]:
+    """Token ids of a prompt, wrapped as a user turn when ``chat_template`` (instruct models)."""
+    if chat_template:
+        if tokenizer.chat_template is None:
+            raise UserError("model.chat_template=true but the tokenizer has no chat template")
+        return list(tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                  add_generation_prompt=True, tokenize=True))
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,168 @@
+"""The ``hf`` rollout engine: batched sampling with a KV cache on any transformers causal LM.
+
+Sampling is Gumbel-max with *counter-based* noise: the noise for token ``v`` at response
+position ``t`` of a request with seed ``s`` is a hash of ``(s, t, v)``. A sample therefore depends
+only on its own seed and the model, never on the batch it shares or on how generation was split —
+so a trajectory continued from a saved prefix (partial rollouts) is token-for-token the one an
+uninterrupted generation would have produced, and results do not change with the batch size.
+
+Log-probs are of the sampling distribution: ``log_softmax(logits / T)`` restricted to the top-p
+nucleus and renormalised; with ``T = 0`` decoding is greedy and log-probs are of the raw logits.
+Finished rows are dropped from the batch (and from the KV cache) as soon as they stop, so a batch
+with a long tail does not keep paying for its finished samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from longrl.rollout.base import SamplingParams
+from longrl.types import GenRequest, GenResult
+
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (lowbias32) on int64 tensors; only the low 32 bits are used."""
+    x = x & _M32
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
+    x = ((x ^ (x >> 15)) * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def counter_uniform(seeds: torch.Tensor, positions: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Uniform(0, 1) noise of shape ``[B, vocab]`` from per-row seeds and positions (int64 ``[B]``)."""
+    s = _hash32(_hash32(seeds >> 32) ^ seeds)
+    row = _hash32(s ^ ((positions * 0x9E3779B9) & _M32))
+    cols = torch.arange(vocab, dtype=torch.int64)
+    u = _hash32(row[:, None] + cols[None, :] * 0x85EBCA6B)
+    return (u.to(torch.float64) + 0.5) / 4294967296.0
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, seeds: torch.Tensor,
+                positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick the next token per row; return ``(tokens [B], logprobs [B])``.
+
+    ``logits`` is ``[B, V]`` float. The log-prob is of the distribution the token was drawn from.
+    """
+    logits = logits.float()
+    if params.temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = logits.argmax(dim=-1)
+        return tok, logp.gather(1, tok[:, None]).squeeze(1)
+    logp = torch.log_softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_lp, order = logp.sort(dim=-1, descending=True)
+        cum = sorted_lp.exp().cumsum(dim=-1)
+        drop_sorted = cum - sorted_lp.exp() >= params.top_p  # keep the smallest set with mass >= p
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        logp = torch.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+    gumbel = -torch.log(-torch.log(counter_uniform(seeds, positions, logits.shape[-1])))
+    tok = (logp.double() + gumbel).argmax(dim=-1)
+    return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+
+class HFEngine:
+    """In-process transformers engine; shares the policy module with the trainer (no copy).
+
+    ``model`` is any ``AutoModelForCausalLM``; ``eos_ids`` end a sample; ``pad_id`` fills the
+    left padding. ``max_batch`` bounds the number of sequences decoded together.
+    """
+
+    def __init__(self, model, eos_ids: Iterable[int], pad_id: int, max_batch: int = 256):
+        self.model = model
+        self.eos_ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.int64)
+        self.pad_id = pad_id
+        self.max_batch = max_batch
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    def generate(self, requests: list[GenRequest], params: SamplingParams) -> list[GenResult]:
+        out: list[GenResult | None] = [None] * len(requests)
+        # Similar prompt lengths together: less left padding. Results do not depend on grouping.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt_ids))
+        for start in range(0, len(order), self.max_batch):
+            idx = order[start : start + self.max_batch]
+            for i, res in zip(idx, self._generate_batch([requests[i] for i in idx], params)):
+                out[i] = res
+        return out  # type: ignore[return-value]
+
+    def update_weights(self, named_tensors) -> None:
+        """Copy tensors into the model in place (a no-op when the trainer shares this module)."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, t in named_tensors:
+                if params[name].data_ptr() != t.data_ptr():
+                    params[name].copy_(t)
+
+    def sleep(self) -> None:  # nothing separate to release: the engine is the trainer's module
+        pass
+
+    def wake(self) -> None:
+        pass
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _generate_batch(self, reqs: list[GenRequest], params: SamplingParams) -> list[GenResult]:
+        from transformers import DynamicCache
+
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            B = len(reqs)
+            lens = torch.tensor([len(r.prompt_ids) for r in reqs])
+            if int(lens.min()) == 0:
+                raise ValueError("a generation request has an empty prompt")
+            T = int(lens.max())
+            ids = torch.full((B, T), self.pad_id, dtype=torch.int64)
+            mask = torch.zeros((B, T), dtype=torch.int64)
+            for b, r in enumerate(reqs):
+                ids[b, T - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+                mask[b, T - len(r.prompt_ids) :] = 1
+            seeds = torch.tensor([r.seed if r.seed is not None else b for b, r in enumerate(reqs)],
+                                 dtype=torch.int64)
+            pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64)
+            max_new = torch.tensor([r.max_new_tokens for r in reqs])
+            tokens: list[list[int]] = [[] for _ in range(B)]
+            logps: list[list[float]] = [[] for _ in range(B)]
+            stop: list[str] = ["max_length"] * B
+            alive = torch.arange(B)  # original row of each row still in the batch
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache()
+            step_ids, step_pos = ids, position_ids
+            n_done = 0
+            step = 0
+            while alive.numel() > 0:
+                logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                               past_key_values=cache, use_cache=True).logits[:, -1]
+                tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
+                step += 1
+                finished = torch.isin(tok, self.eos_ids) | (step >= max_new[alive])
+                for k, b in enumerate(alive.tolist()):
+                    tokens[b].append(int(tok[k]))
+                    logps[b].append(float(lp[k]))
+                    if finished[k] and torch.isin(tok[k], self.eos_ids):
+                        stop[b] = "eos"
+                keep = (~finished).nonzero().squeeze(1)
+                n_done += int(finished.sum())
+                if keep.numel() == 0:
+                    break
+                if keep.numel() < alive.numel():
+                    cache.batch_select_indices(keep)
+                    mask = mask[keep]
+                    tok = tok[keep]
+                    alive = alive[keep]
+                    last_pos = step_pos[keep, -1:]
+                else:
+                    last_pos = step_pos[:, -1:]
+                mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype)], dim=1)
+                step_ids = tok[:, None]
+                step_pos = last_pos + 1
+            return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]
+        finally:
+            model.train(was_training)
+

@@ -1,0 +1,1 @@
+"""Built-in verifiable tasks: generators, difficulty levels, verifiers, long-CoT trace writers."""

@@ -1,0 +1,1 @@
+"""Training: policy log-probs, SFT warm-up, the RL trainer, checkpoints."""

@@ -1,0 +1,34 @@
+"""``longrl train [CONFIG] [--set key=value ...] [--resume RUN_DIR]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set rl.tau=0.05 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--out", help="parent folder for the run directory (same as --set out=...)")
+    p.add_argument("--name", help="run directory name (same as --set name=...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from longrl.config import load_config
+    from longrl.train.loop import train
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.resume:
+        from longrl.train.resume import resume_config
+
+        cfg = resume_config(Path(args.resume), args.config, overrides)
+        train(cfg, resume_dir=Path(args.resume), progress=not args.quiet)
+    else:
+        train(load_config(args.config, overrides), progress=not args.quiet)
+    return 0

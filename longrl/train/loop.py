@@ -1,0 +1,267 @@
+"""A whole run: model, warm-up, RL iterations, evaluation, logging, checkpoints, report.
+
+Everything that can fail on user input (config, model folder, data, prompt lengths) is checked
+before the run directory is created, so a bad input leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from longrl.config import RunConfig, dump_yaml, to_dict
+from longrl.errors import UserError
+from longrl.models.loading import context_length, encode_prompt, load_model, save_model
+from longrl.rewards import ScoreRouter
+from longrl.rollout.hf import HFEngine
+from longrl.tasks import countdown
+from longrl.train import checkpoint as ckpt
+from longrl.types import Prompt
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
+    """(training pool, held-out set) for ``data.task``: the built-in task or a prompt file."""
+    d = cfg.data
+    if d.task == countdown.TASK:
+        bad = [lv for lv in d.levels if lv not in countdown.LEVELS]
+        if bad:
+            raise UserError(f"data.levels: {bad} are not countdown levels {list(countdown.LEVELS)}")
+        stream = countdown.train_prompts(cfg.seed, d.levels)
+        pool = [next(stream) for _ in range(cfg.sampling.pool_size)]
+        return pool, countdown.heldout_prompts(d.heldout_per_level)
+    from longrl.data.prompts import load_prompt_file
+
+    path = Path(d.task)
+    if not path.exists():
+        raise UserError(f"data.task: {d.task!r} is neither a built-in task ({countdown.TASK}) nor a file")
+    train = load_prompt_file(path, skip_invalid=d.skip_invalid)
+    held = load_prompt_file(Path(d.eval_file), skip_invalid=d.skip_invalid) if d.eval_file else []
+    overlap = {p.text for p in train} & {p.text for p in held}
+    if overlap:
+        raise UserError(f"data.eval_file shares {len(overlap)} prompt(s) with data.task; held-out "
+                        "prompts must never appear in training")
+    return train, held
+
+
+def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: int, what: str) -> None:
+    for p in prompts:
+        n = len(encode_prompt(tokenizer, p.text, cfg.model.chat_template))
+        if n + cfg.rollout.max_length > ctx:
+            raise UserError(f"{what}: prompt {p.id!r} is {n} tokens; with rollout.max_length="
+                            f"{cfg.rollout.max_length} it exceeds the model's context of {ctx} tokens")
+
+
+# ----------------------------------------------------------------------------- model + warm-up
+
+
+def _warm_key(cfg: RunConfig) -> str:
+    ident = {"model": cfg.model.path or asdict(cfg.model.tiny), "sft": asdict(cfg.sft), "seed": cfg.seed}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
+    """The policy to start RL from: the warm (SFT) checkpoint, built and cached when missing."""
+    if not cfg.sft.enabled:
+        if cfg.model.path is None:
+            raise UserError("sft.enabled=false needs model.path (the built-in tiny model starts untrained)")
+        return Path(cfg.model.path)
+    warm = Path(cfg.sft.warm_dir) if cfg.sft.warm_dir else Path(cfg.out) / "_warm" / _warm_key(cfg)
+    if (warm / "config.json").is_file():
+        if progress:
+            print(f"warm checkpoint found: {warm} (SFT skipped)")
+        return warm
+    from longrl.train.sft import encode_examples, run_sft
+
+    tmp = warm.with_name(warm.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.model.path is None:
+        from longrl.models.tiny import build_tiny_model, task_corpus
+
+        build_tiny_model(tmp, cfg.model.tiny, task_corpus())
+        model, tok = load_model(tmp)
+    else:
+        model, tok = load_model(cfg.model.path, cfg.model.dtype)
+    examples, source = sft_examples(cfg)
+    seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
+    if progress:
+        print(f"SFT warm-up: {len(seqs)} examples from {source}")
+    stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress)
+    save_model(model, tok, tmp, extra={"stage": "sft", "sft": stats, "base": cfg.model.path or "tiny",
+                                       "sft_config": asdict(cfg.sft)})
+    tmp.replace(warm) if not warm.exists() else None
+    return warm
+
+
+def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
+    if cfg.sft.data:
+        from longrl.data.prompts import load_sft_file
+
+        return load_sft_file(Path(cfg.sft.data), skip_invalid=cfg.data.skip_invalid), cfg.sft.data
+    return countdown.sft_examples(cfg.seed, cfg.sft.examples, give_up_prob=cfg.sft.give_up_prob,
+                                  slip_prob=cfg.sft.slip_prob), "built-in countdown traces"
+
+
+def make_engine(cfg: RunConfig, model, tokenizer):
+    if cfg.rollout.engine == "hf":
+        return HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, cfg.rollout.max_batch)
+    raise UserError("rollout.engine=vllm is not available in this build; use rollout.engine=hf")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class Run:
+    """Owns a run directory: config.yaml, metrics.jsonl, eval.jsonl, summary.json, checkpoints/."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool, progress: bool = True):
+        self.cfg, self.dir, self.resume, self.progress = cfg, run_dir, resume, progress
+
+    def evaluate(self, trainer, heldout: list[Prompt], iteration: int) -> dict[str, float]:
+        from longrl.eval.runner import evaluate
+
+        if not heldout:
+            return {}
+        t0 = time.perf_counter()
+        res = evaluate(trainer.engine, trainer.tokenizer, heldout, trainer.router, n=self.cfg.eval.n_samples,
+                       temperature=self.cfg.rollout.temperature, max_new_tokens=self.cfg.rollout.max_length,
+                       greedy=self.cfg.eval.greedy, seed=self.cfg.seed,
+                       chat_template=self.cfg.model.chat_template)
+        m = res.metrics() | {"eval/time_s": time.perf_counter() - t0}
+        with open(self.dir / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"iter": iteration, **m, "reasons": res.reasons}) + "\n")
+        return m
+
+
+def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True) -> Path:
+    """Run the whole pipeline; returns the run directory."""
+    from longrl.logging_backends import MetricsLogger
+    from longrl.report import write_report
+    from longrl.train.rl import Trainer
+
+    quiet_transformers()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    pool, heldout = load_prompts(cfg)
+    if resume_dir is not None:
+        run_dir = resume_dir
+        last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+        start_dir = last if last is not None else warm_model_dir(cfg, progress)
+    else:
+        name = cfg.name or time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.out) / name
+        if (run_dir / "metrics.jsonl").exists():
+            raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another run.name")
+        last = None
+        start_dir = warm_model_dir(cfg, progress)
+    model, tok = load_model(start_dir, cfg.model.dtype)
+    ctx = context_length(model)
+    check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
+    check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
+    router = ScoreRouter()
+    engine = make_engine(cfg, model, tok)
+
+    # Inputs are valid: from here on the run directory is written.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_dir is None:
+        ckpt.write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+    run = Run(cfg, run_dir, resume_dir is not None, progress)
+    trainer = Trainer(cfg, model, tok, engine, pool, router)
+    summary: dict = {}
+    if last is not None:
+        state = ckpt.load_state(last)
+        trainer.load_state_dict(state["trainer"])
+        ckpt.set_rng_state(state["rng"])
+        summary = state.get("summary", {})
+        _truncate_jsonl(run_dir / "metrics.jsonl", trainer.iteration)
+        _truncate_jsonl(run_dir / "eval.jsonl", trainer.iteration)
+    logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
+    t_start = time.time()
+    try:
+        if trainer.iteration == 0 and "initial" not in summary:
+            if progress:
+                print(f"evaluating the starting policy on {len(heldout)} held-out prompts ...")
+            summary["initial"] = run.evaluate(trainer, heldout, 0)
+            if progress and summary["initial"]:
+                print(_fmt_eval("start", summary["initial"]))
+        total = cfg.rl.iterations
+        bar = tqdm(total=total, initial=trainer.iteration, desc="rl", unit="it", disable=not progress,
+                   dynamic_ncols=True)
+        last_eval = summary.get("final") or summary.get("initial") or {}
+        while trainer.iteration < total:
+            m = trainer.step()
+            it = trainer.iteration
+            if cfg.eval.every and it % cfg.eval.every == 0 and it < total:
+                last_eval = run.evaluate(trainer, heldout, it)
+                m.update(last_eval)
+            if it == total:
+                last_eval = run.evaluate(trainer, heldout, it)
+                m.update(last_eval)
+                summary["final"] = last_eval
+            logger.log(m, step=it)
+            bar.set_postfix(reward=f"{m['reward/mean']:.2f}", acc=f"{m['train/accuracy']:.2f}",
+                            heldout=f"{last_eval.get('eval/pass1', float('nan')):.3f}",
+                            tok_s=f"{m['perf/tokens_per_s']:.0f}", len=f"{m['response/len_mean']:.0f}")
+            bar.update(1)
+            if it % cfg.checkpoint.every == 0 or it == total:
+                state = {"trainer": trainer.state_dict(), "rng": ckpt.rng_state(), "summary": summary}
+                ckpt.save_checkpoint(run_dir / "checkpoints", it, model, tok, state, cfg.checkpoint.keep,
+                                     extra={"stage": "rl", "iteration": it, "warm": str(start_dir)})
+        bar.close()
+    finally:
+        logger.close()
+        router.close()
+    summary.update(_summary(summary, cfg, time.time() - t_start))
+    ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+    write_report(run_dir)
+    if progress:
+        if summary.get("final"):
+            print(_fmt_eval("final", summary["final"]))
+        print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+    return run_dir
+
+
+def _summary(summary: dict, cfg: RunConfig, seconds: float) -> dict:
+    out = {"iterations": cfg.rl.iterations, "algorithm": cfg.rl.algorithm, "wall_s_this_session": seconds}
+    a, b = summary.get("initial", {}), summary.get("final", {})
+    for key in ("eval/pass1", "eval/greedy"):
+        if key in a and key in b:
+            out[f"gain/{key}"] = b[key] - a[key]
+    return out
+
+
+def _fmt_eval(label: str, m: dict) -> str:
+    levels = " ".join(f"L{k.rsplit('_', 1)[1]}={v:.3f}" for k, v in m.items() if k.startswith("eval/pass1/level_"))
+    return (f"[{label}] held-out pass@1={m.get('eval/pass1', 0):.3f} greedy={m.get('eval/greedy', float('nan')):.3f} "
+            f"pass@k={m.get('eval/pass@k', 0):.3f} tokens={m.get('eval/len_mean', 0):.0f} {levels}")
+
+
+def _truncate_jsonl(path: Path, iteration: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be produced again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("iter", 0) <= iteration:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    ckpt.write_text_atomic(path, "".join(x + "\n" for x in keep))

@@ -1,0 +1,228 @@
+"""The RL trainer: one iteration of Kimi k1.5 online policy mirror descent (DESIGN §2).
+
+``Trainer.step`` reads like the algorithm — sample → roll out → score → baseline → update → sync
+→ bookkeeping — and each callee is short and replaceable. The loop around it (evaluation,
+logging, checkpoints, progress) lives in :mod:`longrl.train.loop`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from longrl.algo import get_algorithm
+from longrl.config import RunConfig
+from longrl.models.loading import encode_prompt
+from longrl.rewards import ScoreRouter
+from longrl.rewards.length import length_penalty_weight, length_rewards
+from longrl.rollout.base import SamplingParams
+from longrl.sampling import PromptSampler
+from longrl.train.batch import Seq, micro_batches, token_logprobs
+from longrl.types import GenRequest, Prompt, Trajectory
+
+
+@dataclass
+class UpdateStats:
+    loss: float = 0.0
+    grad_norm: float = 0.0
+    delta_abs: float = 0.0  # mean |log pi_theta - log pi_i| per sequence at the last step
+    steps: int = 0
+    tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """Holds the policy, its rollout engine, the sampler and the scorers for one run."""
+
+    def __init__(self, cfg: RunConfig, model, tokenizer, engine, prompts: list[Prompt],
+                 router: ScoreRouter, iteration: int = 0):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.prompts = {p.id: p for p in prompts}
+        self.router = router
+        self.algo = get_algorithm(cfg.rl.algorithm)
+        self.iteration = iteration
+        s = cfg.sampling
+        self.sampler = PromptSampler(prompts, strategy=s.strategy, seed=cfg.seed,
+                                     curriculum_warmup_iters=s.curriculum_warmup_iters,
+                                     hard_threshold=s.hard_threshold, eps=s.eps)
+        self._encoded: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ one iteration (k1.5 §2.3)
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        prompts = self.sample_prompts()
+        trajs = self.rollout(prompts)
+        t_roll = time.perf_counter()
+        self.score(trajs)
+        self.baseline(trajs)
+        t_score = time.perf_counter()
+        stats = self.update(trajs)
+        self.sync()
+        self.record_outcomes(trajs)
+        t_end = time.perf_counter()
+        self.iteration += 1
+        return self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
+                                           "update": t_end - t_score, "iter": t_end - t0})
+
+    # ------------------------------------------------------------------ callees
+
+    def sample_prompts(self) -> list[Prompt]:
+        ids = self.sampler.sample(self.cfg.rollout.batch_prompts, self.iteration)
+        return [self.prompts[i] for i in ids]
+
+    def encode(self, p: Prompt) -> list[int]:
+        if p.id not in self._encoded:
+            self._encoded[p.id] = encode_prompt(self.tokenizer, p.text, self.cfg.model.chat_template)
+        return self._encoded[p.id]
+
+    def rollout(self, prompts: list[Prompt]) -> list[Trajectory]:
+        """k samples per prompt from the current policy pi_i; each sample has its own seed."""
+        k, r = self.cfg.rollout.k, self.cfg.rollout
+        reqs = [GenRequest(self.encode(p), r.max_length, seed=self._seed(g, j))
+                for g, p in enumerate(prompts) for j in range(k)]
+        results = self.engine.generate(reqs, SamplingParams(r.temperature, r.top_p))
+        texts = self.tokenizer.batch_decode([x.token_ids for x in results], skip_special_tokens=True)
+        return [
+            Trajectory(prompt_id=prompts[n // k].id, group_id=n // k, sample_index=n % k,
+                       prompt_ids=req.prompt_ids, response_ids=res.token_ids, logprobs=res.logprobs,
+                       versions=[self.iteration] * len(res.token_ids), stop_reason=res.stop_reason,
+                       response_text=text)
+            for n, (req, res, text) in enumerate(zip(reqs, results, texts))
+        ]
+
+    def _seed(self, group: int, sample: int) -> int:
+        return random.Random(f"{self.cfg.seed}-{self.iteration}-{group}-{sample}").getrandbits(62)
+
+    def score(self, trajs: list[Trajectory]) -> None:
+        """Task reward from each prompt's scorer, plus the k1.5 length reward per group (§3)."""
+        scores = self.router([self.prompts[t.prompt_id] for t in trajs], [t.response_text for t in trajs])
+        for t, s in zip(trajs, scores):
+            t.score = s
+        lp = self.cfg.length_penalty
+        w = length_penalty_weight(self.iteration, lp.weight, lp.warmup_iters)
+        for group in _groups(trajs):
+            bonus = length_rewards([t.num_tokens for t in group], [t.score.correct for t in group])
+            for t, b in zip(group, bonus):
+                t.len_reward = b
+                t.reward = t.score.value + w * b
+
+    def baseline(self, trajs: list[Trajectory]) -> None:
+        groups = _groups(trajs)
+        rewards = torch.tensor([[t.reward for t in g] for g in groups])
+        correct = torch.tensor([[t.score.correct for t in g] for g in groups])
+        adv = self.algo.advantages(rewards, correct)
+        for g, row in zip(groups, adv.tolist()):
+            for t, a in zip(g, row):
+                t.advantage = a
+
+    def update(self, trajs: list[Trajectory]) -> UpdateStats:
+        """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
+
+        The denominator of each mini-batch is (its sequences) x H, H = ``rl.horizon`` or the max
+        response length, fixed before the micro-batch loop: the gradient does not depend on the
+        micro-batch split. Summed log-probs weight long responses more (as in the paper); dividing
+        by a fixed H only rescales the learning rate, so the gradient norm is clipped and logged.
+        """
+        cfg = self.cfg.rl
+        seqs = [Seq(ids=t.prompt_ids + t.response_ids, loss_start=len(t.prompt_ids),
+                    advantage=t.advantage, ref_logp=t.logprobs, index=i) for i, t in enumerate(trajs)]
+        if self.algo.name == "rest":
+            seqs = [s for s in seqs if s.advantage > 0]  # zero-weight samples contribute nothing
+        stats = UpdateStats()
+        if not seqs:
+            return stats
+        # log pi_i: the engine's per-token log-probs of the sampled tokens, recorded by pi_i itself
+        # before any update of this iteration (the hf engine runs the trainer's own module).
+        horizon = cfg.horizon or self.cfg.rollout.max_length
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
+        rng = random.Random(f"update-{self.cfg.seed}-{self.iteration}")
+        self.model.train()
+        temp = self.cfg.rollout.temperature
+        for _ in range(cfg.epochs):
+            order = list(range(len(seqs)))
+            rng.shuffle(order)
+            for mb in np.array_split(np.array(order), min(cfg.mini_batches, len(order))):
+                mb_seqs = [seqs[i] for i in mb]
+                denom = len(mb_seqs) * horizon
+                total, deltas = 0.0, []
+                for b in micro_batches(mb_seqs, cfg.micro_batch_tokens, self.tokenizer.pad_token_id):
+                    logp = token_logprobs(self.model, b, temp)
+                    loss = self.algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages,
+                                          tau=cfg.tau, clip_eps=cfg.clip_eps) / denom
+                    loss.backward()
+                    total += loss.item()
+                    stats.tokens += b.num_tokens
+                    with torch.no_grad():
+                        deltas.append(((logp - b.ref_logp) * b.loss_mask).sum(-1).abs())
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                stats.steps += 1
+                stats.loss, stats.grad_norm = total, float(norm)
+                stats.delta_abs = float(torch.cat(deltas).mean())
+        return stats
+
+    def sync(self) -> None:
+        """Push the new weights to the rollout engine (in place for the in-process hf engine)."""
+        self.engine.update_weights(self.model.named_parameters())
+
+    def record_outcomes(self, trajs: list[Trajectory]) -> None:
+        for g in _groups(trajs):
+            self.sampler.update(g[0].prompt_id, sum(t.score.correct for t in g), len(g))
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self, trajs: list[Trajectory], st: UpdateStats, times: dict[str, float]) -> dict[str, float]:
+        lengths = np.array([t.num_tokens for t in trajs], dtype=float)
+        groups = _groups(trajs)
+        lp = self.cfg.length_penalty
+        m = {
+            "reward/mean": float(np.mean([t.reward for t in trajs])),
+            "reward/task_mean": float(np.mean([t.score.value for t in trajs])),
+            "train/accuracy": float(np.mean([t.score.correct for t in trajs])),
+            "train/informative_groups": float(np.mean([len({t.reward for t in g}) > 1 for g in groups])),
+            "response/len_mean": float(lengths.mean()),
+            "response/len_p90": float(np.percentile(lengths, 90)),
+            "response/clip_frac": float(np.mean([t.stop_reason != "eos" for t in trajs])),
+            "length_penalty/weight": length_penalty_weight(self.iteration - 1, lp.weight, lp.warmup_iters),
+            "loss": st.loss,
+            "grad_norm": st.grad_norm,
+            "update/delta_abs": st.delta_abs,
+            "update/steps": st.steps,
+            "perf/tokens_per_s": float(lengths.sum()) / max(times["rollout"], 1e-9),
+            "perf/train_tokens_per_s": st.tokens / max(times["update"], 1e-9),
+        }
+        m.update({f"time/{k}_s": v for k, v in times.items()})
+        for reason, n in Counter(t.score.reason for t in trajs).items():
+            m[f"reward/reason/{reason}"] = n
+        for reason, n in Counter(t.stop_reason for t in trajs).items():
+            m[f"stop/{reason}"] = n
+        m.update(self.sampler.stats())
+        return m
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+        self.sampler.load_state_dict(state["sampler"])
+
+
+def _groups(trajs: list[Trajectory]) -> list[list[Trajectory]]:
+    """Trajectories by group id, each group in sample order."""
+    by: dict[int, list[Trajectory]] = {}
+    for t in trajs:
+        by.setdefault(t.group_id, []).append(t)
+    return [sorted(g, key=lambda t: t.sample_index) for _, g in sorted(by.items())]

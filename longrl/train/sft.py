@@ -1,0 +1,86 @@
+"""Supervised long-CoT warm-up (k1.5 §2.2): loss on response tokens only, length-bucketed batches."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from longrl.config import SFTConfig
+from longrl.errors import UserError
+from longrl.models.loading import encode_prompt
+from longrl.train.batch import Seq, micro_batches, token_logprobs
+
+
+def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_len: int,
+                    chat_template: bool = False, source: str = "data") -> list[Seq]:
+    """(prompt, response) pairs -> sequences ``prompt + response + EOS`` with the loss on the response."""
+    out = []
+    for i, (prompt, response) in enumerate(examples):
+        p = encode_prompt(tokenizer, prompt, chat_template)
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(p) + len(r) > max_len:
+            raise UserError(f"{source}: example {i + 1} is {len(p) + len(r)} tokens, longer than the "
+                            f"model's context of {max_len}")
+        out.append(Seq(ids=p + r, loss_start=len(p), index=i))
+    return out
+
+
+def _step_batches(seqs: list[Seq], batch_tokens: int, rng: random.Random) -> list[list[Seq]]:
+    """Optimizer steps of about ``batch_tokens`` tokens each, from length-sorted shuffled chunks."""
+    pool = list(seqs)
+    rng.shuffle(pool)
+    # Sort within windows of ~50 steps so each step holds similar lengths (little padding) while
+    # the order of steps stays random.
+    window = max(1, 50 * batch_tokens // max(1, sum(len(s.ids) for s in pool) // max(1, len(pool))))
+    steps: list[list[Seq]] = []
+    for w in range(0, len(pool), window):
+        chunk = sorted(pool[w : w + window], key=lambda s: len(s.ids))
+        cur: list[Seq] = []
+        for s in chunk:
+            if cur and len(s.ids) * (len(cur) + 1) > batch_tokens:
+                steps.append(cur)
+                cur = []
+            cur.append(s)
+        if cur:
+            steps.append(cur)
+    rng.shuffle(steps)
+    return steps
+
+
+def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
+            progress: bool = True) -> dict[str, float]:
+    """Train ``model`` in place; returns the final smoothed loss and throughput."""
+    import time
+
+    rng = random.Random(seed)
+    epochs = math.ceil(cfg.epochs)
+    plan = [b for _ in range(epochs) for b in _step_batches(seqs, cfg.batch_tokens, rng)]
+    plan = plan[: max(1, round(len(plan) * cfg.epochs / epochs))]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    warm = max(1, len(plan) // 33)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))
+    model.train()
+    ema, tokens, t0 = None, 0, time.time()
+    bar = tqdm(plan, desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
+    for step_seqs in bar:
+        batches = micro_batches(step_seqs, cfg.batch_tokens, tokenizer.pad_token_id)
+        denom = sum(float(b.loss_mask.sum()) for b in batches)
+        total = 0.0
+        for b in batches:
+            loss = -token_logprobs(model, b).sum() / denom
+            loss.backward()
+            total += loss.item()
+            tokens += b.num_tokens
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema = total if ema is None else 0.98 * ema + 0.02 * total
+        bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
+    bar.close()
+    return {"sft/loss": float(ema or 0.0), "sft/steps": len(plan), "sft/tokens_per_s": tokens / (time.time() - t0)}

@@ -1,0 +1,39 @@
+"""``longrl sft [--data FILE] [--model DIR] [--out DIR]``: the supervised warm-up on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
+    p.add_argument("--data", help="JSONL of {prompt, response} pairs (default: built-in countdown traces)")
+    p.add_argument("--model", help="local Hugging Face model folder (default: build the tiny model)")
+    p.add_argument("--out", required=False, help="output model folder (default: runs/sft-<time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    import time
+
+    from longrl.config import load_config
+    from longrl.errors import UserError
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"sft.data={args.data}")
+    if args.model:
+        overrides.append(f"model.path={args.model}")
+    out = Path(args.out or f"runs/sft-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "config.json").exists():
+        raise UserError(f"--out {out} already holds a model; choose another folder")
+    overrides.append(f"sft.warm_dir={out}")
+    overrides.append("sft.enabled=true")
+    cfg = load_config(args.config, overrides)
+    from longrl.train.loop import quiet_transformers, warm_model_dir
+
+    quiet_transformers()
+    path = warm_model_dir(cfg, progress=not args.quiet)
+    print(f"SFT model written to {path}")
+    return 0
