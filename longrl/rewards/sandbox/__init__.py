@@ -1,0 +1,25 @@
+"""The code-execution sandbox (DESIGN §6, k1.5 §2.6.4): isolated, limited, warm, also over HTTP.
+
+* :mod:`.executor` — :class:`Sandbox`: warm bubblewrap processes, one uid and cgroup per cell,
+  rlimits, wall clock, output cap; :class:`RpcSession` for function-call tests.
+* :mod:`.harness` — runs test cases (stdin/stdout pairs or assert-style tests) and decides every
+  verdict in the trusted parent.
+* :mod:`.server` — ``longrl sandbox serve`` and :class:`SandboxClient` for remote reward workers.
+* :mod:`.cli` — the ``longrl sandbox`` verb (``run``, ``serve``, ``testgen``).
+
+This package is the one place in longrl that catches broad exceptions: everything behind this
+boundary is produced by untrusted code, and no byte it prints may crash the trainer.
+"""
+
+from longrl.rewards.sandbox.executor import (
+    LANGUAGES,
+    CallFailed,
+    Limits,
+    Program,
+    RunResult,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+)
+
+__all__ = ["LANGUAGES", "CallFailed", "Limits", "Program", "RunResult", "Sandbox", "SandboxConfig", "SandboxError"]

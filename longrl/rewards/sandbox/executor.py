@@ -1,0 +1,793 @@
+"""The local sandbox: a pool of warm, isolated, resource-limited processes (DESIGN §6, k1.5 §2.6.4).
+
+Isolation of one run (k1.5 used crun with pre-created cgroups and a tmpfs overlay):
+
+* **bubblewrap** namespaces: own pid namespace (everything the code forks dies with it), no
+  network (an empty net namespace: even 127.0.0.1 is a different, empty loopback), own IPC and
+  UTS; ``--die-with-parent``; ``--new-session``; an empty environment (the grader's variables
+  never enter). The file system is a fresh tmpfs root holding read-only binds of only the
+  interpreter's prefix and the system library directory (the compiler's directories too, for a
+  C++ compile); no ``/etc``, no ``/home``, no ``/root`` beyond the interpreter. The only
+  writable place is a private, size-capped tmpfs ``/tmp``, which is also the working directory.
+* **An unprivileged uid per cell** (``uid_base + cell``): the stub drops from root to it before
+  it reads a job. RLIMIT_NPROC is per real uid and does nothing for root (NOTES: a fork bomb got
+  300 of 300 forks), so one uid per concurrently live process is what makes it bite.
+* **cgroups v1** per cell when writable (pids.max, memory.limit_in_bytes; an OOM kill is read
+  back from ``memory.oom_control``). RLIMIT_AS stays as a backstop only (NOTES: 1 GiB of
+  RLIMIT_AS allows ~14 Python threads), with ``MALLOC_ARENA_MAX=2``.
+* **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
+  (SIGXFSZ), open files, processes, no core dumps.
+* **Wall clock and output cap** enforced by the parent: on expiry or overflow it SIGKILLs the
+  namespace's init through a pidfd (no pid-reuse race), which takes every process in the
+  namespace with it, then reaps bwrap. Orphans never reach the host's PID 1 (NOTES: it reaps
+  lazily and zombies piled up until bwrap could not fork).
+
+Warm workers: each cell keeps one process started ahead of need (bwrap + ``python -I -S`` + the
+stub, privileges already dropped, blocked reading its job channel). A run costs sending the job
+and the run itself; a fresh process for the cell's next job starts as soon as the run ends. Each
+caller thread owns one cell at a time; there are ``2 * concurrency`` cells so that a warm spare is
+ready while the other one restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longrl.errors import UserError
+
+LANGUAGES = ("python", "cpp")
+INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+_HERE = Path(__file__).resolve().parent
+STUB_SOURCE = (_HERE / "_codec.py").read_text() + "\n" + (_HERE / "_stub.py").read_text()
+_MAX_FRAME = 16 << 20  # a reply frame larger than this is a protocol violation (output_limit)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (could not start a process): not a verdict on the code."""
+
+
+@dataclass
+class Limits:
+    """Resource limits of one run. ``time_s`` is wall clock; CPU time is capped at ceil(time_s)+1."""
+
+    time_s: float = 4.0  # wall-clock seconds per run (per test case, or per function-call test)
+    memory_mb: int = 512  # memory cgroup limit; RLIMIT_AS is 2x this with cgroups, 1x without
+    output_bytes: int = 1 << 20  # stdout + stderr captured per run; more is `output_limit`
+    fsize_mb: int = 16  # largest file the program may write (RLIMIT_FSIZE)
+    nofile: int = 64  # open file descriptors (RLIMIT_NOFILE)
+    nproc: int = 16  # processes + threads of the cell's uid (RLIMIT_NPROC; pids.max = this + 4)
+    stack_mb: int = 64  # main-thread stack (deep recursion in competitive-programming code)
+
+
+@dataclass
+class RunResult:
+    """What one sandboxed run did, as observed from outside.
+
+    ``status`` is ``ok`` (exited with status 0), ``runtime_error`` (non-zero exit),
+    ``timeout`` (wall clock or CPU limit), ``memory`` (OOM kill, MemoryError, bad_alloc),
+    ``output_limit`` (output cap or file-size limit) or ``killed`` (any other signal).
+    """
+
+    status: str
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stdout"] = self.stdout.decode("utf-8", "replace")
+        d["stderr"] = self.stderr.decode("utf-8", "replace")
+        return d
+
+
+@dataclass
+class SandboxConfig:
+    """Options of the local sandbox; every field has a safe default."""
+
+    concurrency: int = 0  # runs at once; 0 = os.cpu_count()
+    uid_base: int = 61000  # cell i runs as uid uid_base + i (must be unused on the host)
+    cgroups: str = "auto"  # "auto": use cgroup v1 pids+memory when writable; "off": rlimits only
+    tmpfs_mb: int = 64  # size of the private /tmp (the work dir): "filling the disk" ends here
+    unsafe_no_isolation: bool = False  # without bubblewrap run anyway (rlimits + uid only)
+    python: str = ""  # interpreter inside the sandbox; "" = this one (resolved, no PATH shims)
+    python_packages: list[str] = field(default_factory=list)  # extra importable packages (read-only)
+    preload: list[str] = field(default_factory=list)  # modules the warm stub imports ahead of runs
+    cxx: str = ""  # C++ compiler; "" = g++ on PATH when present
+    limits: Limits = field(default_factory=Limits)  # defaults for runs that do not say
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+class _Cgroup:
+    """One cell's pids + memory cgroups (v1). ``None`` fields when a controller is unusable."""
+
+    def __init__(self, pids_dir: Path | None, mem_dir: Path | None):
+        self.pids, self.mem = pids_dir, mem_dir
+        self._mem_limit = int((mem_dir / "memory.limit_in_bytes").read_text())  # unlimited at first
+
+    @staticmethod
+    def create(parent: dict[str, Path], name: str) -> _Cgroup:
+        dirs = {}
+        for ctl in ("pids", "memory"):
+            d = parent[ctl] / name
+            d.mkdir()
+            dirs[ctl] = d
+        return _Cgroup(dirs["pids"], dirs["memory"])
+
+    def procs_files(self) -> list[str]:
+        return [str(self.pids / "cgroup.procs"), str(self.mem / "cgroup.procs")]
+
+    def set_limits(self, limits: Limits) -> None:
+        (self.pids / "pids.max").write_text(str(limits.nproc + 4))  # + bwrap, its init, the stub
+        want = limits.memory_mb << 20
+        if want == self._mem_limit:
+            return
+        files = ["memory.limit_in_bytes"]
+        if (self.mem / "memory.memsw.limit_in_bytes").exists():
+            files.append("memory.memsw.limit_in_bytes")  # swap too, or a bomb swaps instead of dying
+        # memsw must stay >= limit: raise memsw first, lower limit first
+        for f in files if want < self._mem_limit else reversed(files):
+            (self.mem / f).write_text(str(want))
+        self._mem_limit = want
+
+    def oom_kills(self) -> int:
+        for line in (self.mem / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return int((self.mem / "memory.failcnt").read_text())
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever is left in the cell (nothing, normally: the pid namespace died)."""
+        for _ in range(100):
+            pids = [int(p) for p in (self.pids / "cgroup.procs").read_text().split()]
+            if not pids:
+                return
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for d in (self.pids, self.mem):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _cgroup_parents(tag: str) -> dict[str, Path] | None:
+    """Create ``<own cgroup>/<tag>`` under the v1 pids and memory hierarchies, or None."""
+    own = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, ctls, path = line.split(":", 2)
+            for c in ctls.split(","):
+                own[c] = path
+        out = {}
+        for ctl in ("pids", "memory"):
+            root = Path("/sys/fs/cgroup") / ctl
+            if ctl not in own or not (root / "cgroup.procs").exists():
+                return None
+            d = root / own[ctl].lstrip("/") / tag
+            d.mkdir(parents=True, exist_ok=True)
+            out[ctl] = d
+        return out
+    except OSError:
+        return None
+
+
+class _Proc:
+    """One started sandbox process and its pipes, seen from the parent."""
+
+    def __init__(self, popen: subprocess.Popen, jobs_w: int, replies_r: int, info_r: int | None):
+        self.popen, self.jobs_w, self.replies_r, self.info_r = popen, jobs_w, replies_r, info_r
+        self.init_pidfd: int | None = None
+        self.buf = {"out": bytearray(), "err": bytearray(), "rep": bytearray()}
+        self.open = {"out": True, "err": True, "rep": True}
+        self.total_out = 0
+        self.overflow = False
+        self.killed_for: str | None = None
+        self.ready = False
+
+    # --- reading -------------------------------------------------------------------------
+    def pump(self, deadline: float, output_cap: int, want_frame: bool) -> dict | None:
+        """Read the pipes until a full reply frame (``want_frame``), or all pipes close, or the
+        deadline. Returns the frame's ``(head, payload)`` head with payload under ``_payload``."""
+        sel = selectors.DefaultSelector()
+        fds = {"out": self.popen.stdout.fileno(), "err": self.popen.stderr.fileno(), "rep": self.replies_r}
+        try:
+            for k, fd in fds.items():
+                if self.open[k]:
+                    sel.register(fd, selectors.EVENT_READ, k)
+            while True:
+                if want_frame:
+                    frame = self._take_frame()
+                    if frame is not None:
+                        return frame
+                if not any(self.open.values()):
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                for key, _ in sel.select(left):
+                    k = key.data
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        self.open[k] = False
+                        sel.unregister(key.fd)
+                        continue
+                    if k == "rep":
+                        self.buf[k] += data
+                        if len(self.buf[k]) > _MAX_FRAME + 8:
+                            self.overflow = True
+                            return None
+                        continue
+                    self.total_out += len(data)
+                    if self.total_out > output_cap:
+                        self.overflow = True
+                        return None
+                    self.buf[k] += data
+        finally:
+            sel.close()
+
+    def _take_frame(self) -> dict | None:
+        b = self.buf["rep"]
+        if len(b) < 8:
+            return None
+        hl, pl = int.from_bytes(b[:4], "big"), int.from_bytes(b[4:8], "big")
+        if hl + pl > _MAX_FRAME:
+            self.overflow = True
+            raise _Protocol("reply frame too large")
+        if len(b) < 8 + hl + pl:
+            return None
+        head = json.loads(bytes(b[8 : 8 + hl]))
+        if not isinstance(head, dict):
+            raise _Protocol("reply frame is not an object")
+        head["_payload"] = bytes(b[8 + hl : 8 + hl + pl])
+        del b[: 8 + hl + pl]
+        return head
+
+    def send(self, head: dict, payload: bytes = b"") -> None:
+        h = json.dumps(head).encode()
+        data = memoryview(len(h).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + h + payload)
+        while data:
+            data = data[os.write(self.jobs_w, data) :]
+
+    # --- ending --------------------------------------------------------------------------
+    def kill(self, why: str | None = None) -> None:
+        if why and self.killed_for is None:
+            self.killed_for = why
+        if self.init_pidfd is not None:
+            try:  # the namespace's init: the kernel then kills everything in the namespace
+                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def reap(self) -> int:
+        try:
+            code = self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.popen.wait()
+        for fd in (self.jobs_w, self.replies_r, self.info_r, self.init_pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.jobs_w = self.replies_r = self.info_r = self.init_pidfd = None
+        self.popen.stdout.close()
+        self.popen.stderr.close()
+        return code
+
+
+class _Protocol(Exception):
+    """The untrusted side broke the framing of the reply channel."""
+
+
+class _Cell:
+    """A uid (and cgroups) that holds at most one sandbox process at a time."""
+
+    def __init__(self, index: int, uid: int | None, cgroup: _Cgroup | None):
+        self.index, self.uid, self.cgroup = index, uid, cgroup
+        self.proc: _Proc | None = None
+        self.flavor = ""
+        self.hostdir: str | None = None  # work dir when running without bubblewrap
+
+
+class Sandbox:
+    """Runs untrusted Python / C++ in warm, isolated processes. Thread-safe; ``close()`` when done.
+
+    >>> sb = Sandbox()                                             # doctest: +SKIP
+    >>> sb.run("print(input()[::-1])", "python", stdin=b"abc\\n").stdout   # doctest: +SKIP
+    b'cba\\n'
+    """
+
+    def __init__(self, config: SandboxConfig | None = None, **overrides: Any):
+        cfg = config or SandboxConfig()
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise UserError(f"unknown sandbox option {k!r}; choose from {sorted(asdict(cfg))}")
+            setattr(cfg, k, v)
+        self.cfg = cfg
+        self.bwrap = bwrap_path()
+        if self.bwrap is None and not cfg.unsafe_no_isolation:
+            raise UserError(
+                "bubblewrap (bwrap) is not installed, and longrl will not run untrusted code without "
+                f"isolation: {INSTALL_HINT}, or pass --unsafe-no-isolation (unsafe_no_isolation=True) "
+                "only for code you trust"
+            )
+        self.isolation = "bwrap" if self.bwrap else "none"
+        self.python = os.path.realpath(cfg.python or sys.executable)
+        self.prefix = os.path.realpath(sys.base_prefix) if not cfg.python else str(Path(self.python).parents[1])
+        cxx = cfg.cxx or shutil.which("g++") or ""
+        self.cxx = os.path.realpath(cxx) if cxx else ""
+        self.languages = ["python"] + (["cpp"] if self.cxx else [])
+        self._pkg_binds = self._package_binds(cfg.python_packages)
+        self.as_root = os.geteuid() == 0
+        n = cfg.concurrency or os.cpu_count() or 1
+        self._tag = f"longrl-sandbox-{os.getpid()}-{secrets.token_hex(3)}"
+        parents = _cgroup_parents(self._tag) if cfg.cgroups == "auto" and self.as_root else None
+        self._cg_parents = parents
+        self.cells: list[_Cell] = []
+        for i in range(2 * n):
+            cg = _Cgroup.create(parents, f"cell{i}") if parents else None
+            self.cells.append(_Cell(i, cfg.uid_base + i if self.as_root else None, cg))
+        self._free: queue.Queue[_Cell] = queue.Queue()
+        for c in self.cells:
+            self._free.put(c)
+        self._closed = False
+        self._lock = threading.Lock()
+        for c in self.cells:  # warm the whole pool now: start-up costs are paid before the first run
+            self._spawn(c, "run")
+
+    # ------------------------------------------------------------------ public API
+    def run(self, code: str, lang: str = "python", stdin: bytes | str = b"", limits: Limits | None = None) -> RunResult:
+        """Compile if needed and run one program once. A failed compile is a ``runtime_error``."""
+        prog = self.prepare(code, lang, limits)
+        if isinstance(prog, RunResult):
+            return prog
+        return self.execute(prog, stdin, limits)
+
+    def prepare(self, code: str, lang: str, limits: Limits | None = None) -> Program | RunResult:
+        """A runnable :class:`Program`, or the failed compile's :class:`RunResult`."""
+        check_language(lang, self.languages)
+        if lang == "python":
+            return Program("python", code.encode())
+        lim = _compile_limits(limits or self.cfg.limits)
+        argv = [self.cxx, "-O2", "-std=gnu++17", "-pipe", "-o", "prog", "main.cpp"]
+        res, binary = self._job("compile", {"main.cpp": 0o600}, [code.encode()], b"", lim, argv=argv,
+                                collect="prog", flavor="compile")
+        if binary is None:
+            res.status = "runtime_error" if res.status == "ok" else res.status
+            return res
+        return Program("cpp", binary)
+
+    def execute(self, program: Program, stdin: bytes | str = b"", limits: Limits | None = None) -> RunResult:
+        lim = limits or self.cfg.limits
+        stdin = stdin.encode() if isinstance(stdin, str) else stdin
+        if program.lang == "python":
+            res, _ = self._job("python", {"main.py": 0o600}, [program.payload], stdin, lim,
+                               code=program.payload.decode("utf-8", "replace"))
+        else:
+            res, _ = self._job("exec", {"prog": 0o700}, [program.payload], stdin, lim, argv=["./prog"])
+        return res
+
+    def session(self, code: str, limits: Limits | None = None) -> RpcSession:
+        """Load Python ``code`` in a fresh sandbox process and call its functions (see RpcSession)."""
+        return RpcSession(self, code, limits or self.cfg.limits)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for c in self.cells:
+            if c.proc is not None:
+                os.close(c.proc.jobs_w)  # EOF: a warm stub exits on its own
+                c.proc.jobs_w = None
+                c.proc.kill()
+                c.proc.reap()
+                c.proc = None
+            self._cleanup_cell(c)
+            if c.cgroup:
+                c.cgroup.remove()
+        if self._cg_parents:
+            for d in self._cg_parents.values():
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: modules may already be gone
+            pass
+
+    # ------------------------------------------------------------------ cells and processes
+    def _acquire(self, flavor: str) -> _Cell:
+        if self._closed:
+            raise SandboxError("sandbox is closed")
+        cell = self._free.get()
+        try:
+            if cell.proc is None or cell.flavor != flavor:
+                self._retire(cell)
+                self._spawn(cell, flavor)
+            if not self._wait_ready(cell):  # a warm process that died: one fresh try
+                self._retire(cell)
+                self._spawn(cell, flavor)
+                if not self._wait_ready(cell):
+                    err = cell.proc.buf["err"].decode("utf-8", "replace")[-2000:] if cell.proc else ""
+                    self._retire(cell)
+                    raise SandboxError(f"sandbox process failed to start:\n{err}")
+        except BaseException:
+            self._free.put(cell)
+            raise
+        return cell
+
+    def _release(self, cell: _Cell) -> None:
+        self._retire(cell)
+        if not self._closed:
+            try:
+                self._spawn(cell, "run")  # the next job's process starts now, off its critical path
+            except OSError:
+                cell.proc = None
+        self._free.put(cell)
+
+    def _retire(self, cell: _Cell) -> None:
+        if cell.proc is not None:
+            cell.proc.kill()
+            cell.proc.reap()
+            cell.proc = None
+        self._cleanup_cell(cell)
+
+    def _cleanup_cell(self, cell: _Cell) -> None:
+        if cell.cgroup:
+            cell.cgroup.kill_all()
+        if cell.hostdir:
+            shutil.rmtree(cell.hostdir, ignore_errors=True)
+            cell.hostdir = None
+
+    def _wait_ready(self, cell: _Cell) -> bool:
+        proc = cell.proc
+        if proc.ready:
+            return True
+        frame = proc.pump(time.monotonic() + 30, 1 << 20, want_frame=True)
+        if not frame or not frame.get("ready"):
+            return False
+        proc.ready = True
+        if proc.info_r is not None:
+            # bwrap's --info-fd names the namespace init's host pid. The stub answered READY, so
+            # that init is alive now: the pidfd cannot point at a recycled pid.
+            info = b""
+            while not info.rstrip().endswith(b"}"):
+                chunk = os.read(proc.info_r, 4096)
+                if not chunk:
+                    break
+                info += chunk
+            proc.init_pidfd = os.pidfd_open(json.loads(info)["child-pid"])
+        return True
+
+    def _spawn(self, cell: _Cell, flavor: str) -> None:
+        jobs_r, jobs_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        info_r = info_w = None
+        cfg = {"rfd": jobs_r, "wfd": rep_w, "uid": cell.uid, "workdir": "/tmp", "preload": self.cfg.preload}
+        if self.bwrap:
+            info_r, info_w = os.pipe()
+            cmd = self._bwrap_cmd(flavor, info_w) + [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
+            cwd = "/"
+        else:
+            cell.hostdir = tempfile.mkdtemp(prefix="longrl-unsafe-")
+            if cell.uid is not None:
+                os.chown(cell.hostdir, cell.uid, cell.uid)
+            cfg["workdir"] = cell.hostdir
+            cmd = [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
+            cwd = cell.hostdir
+        if cell.cgroup:
+            cell.cgroup.set_limits(self.cfg.limits)
+            # join both cgroups before bwrap exists, so nothing it forks can start outside them
+            cmd = ["/bin/sh", "-c", 'echo $$ >"$1" && echo $$ >"$2" && shift 2 && exec "$@"', "sh",
+                   *cell.cgroup.procs_files(), *cmd]
+        keep = [jobs_r, rep_w] + ([info_w] if info_w is not None else [])
+        try:
+            popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     pass_fds=keep, start_new_session=True, cwd=cwd, env=self._env(cell))
+        finally:
+            for fd in keep:
+                os.close(fd)
+        cell.proc = _Proc(popen, jobs_w, rep_r, info_r)
+        cell.flavor = flavor
+
+    def _env(self, cell: _Cell) -> dict[str, str]:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MALLOC_ARENA_MAX": "2",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+        env["HOME"] = env["TMPDIR"] = cell.hostdir or "/tmp"
+        if self._pkg_binds:
+            env["PYTHONPATH"] = "/opt/longrl-py" if self.bwrap else os.pathsep.join(sorted({str(Path(s).parent) for s, _ in self._pkg_binds}))
+        return env
+
+    def _bwrap_cmd(self, flavor: str, info_fd: int) -> list[str]:
+        # The environment is the one Popen hands bwrap (``_env``): the grader's never enters.
+        cmd = [self.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--info-fd", str(info_fd),
+               "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to drop uid
+        binds = [self.prefix]
+        multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+        for d in (f"/usr/lib/{multiarch}" if multiarch else "", "/usr/lib64", "/lib64", f"/lib/{multiarch}"):
+            if d and os.path.exists(d) and not os.path.islink(d) and not os.path.islink(str(Path(d).parent)):
+                binds.append(d)
+        if flavor == "compile":
+            binds += [d for d in ("/usr/bin", "/usr/lib/gcc", "/usr/libexec/gcc", "/usr/include",
+                                  "/usr/local/include") if os.path.isdir(d)]
+        made: set[str] = set()
+        for src in binds + [dst for _, dst in self._pkg_binds]:
+            for a in _ancestors(src):
+                if a not in made and not os.path.islink(a):
+                    cmd += ["--perms", "0755", "--dir", a]  # bwrap would create them 0700
+                    made.add(a)
+        for src in binds:
+            cmd += ["--ro-bind", src, src]
+        for src, dst in self._pkg_binds:
+            cmd += ["--ro-bind", src, dst]
+        for link in ("/lib", "/lib64", "/bin"):  # merged-/usr systems: keep the loader's paths valid
+            if os.path.islink(link):
+                cmd += ["--symlink", os.readlink(link), link]
+        cmd += ["--dev", "/dev", "--proc", "/proc",
+                "--size", str(self.cfg.tmpfs_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
+                "--chdir", "/tmp"]
+        return cmd
+
+    def _package_binds(self, names: list[str]) -> list[tuple[str, str]]:
+        import importlib.util
+
+        out = []
+        for name in names:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None and not spec.submodule_search_locations:
+                raise UserError(f"sandbox python_packages: {name!r} is not installed here")
+            src = list(spec.submodule_search_locations)[0] if spec.submodule_search_locations else spec.origin
+            out.append((os.path.realpath(src), f"/opt/longrl-py/{os.path.basename(src)}"))
+        return out
+
+    # ------------------------------------------------------------------ one job
+    def _job(self, kind: str, files: dict[str, int], contents: list[bytes], stdin: bytes, lim: Limits,
+             *, code: str | None = None, argv: list[str] | None = None, collect: str | None = None,
+             flavor: str = "run") -> tuple[RunResult, bytes | None]:
+        cell = self._acquire(flavor)
+        try:
+            return self._run_on(cell, kind, files, contents, stdin, lim, code=code, argv=argv, collect=collect)
+        finally:
+            self._release(cell)
+
+    def _job_head(self, cell: _Cell, kind: str, files: dict[str, int], contents: list[bytes], lim: Limits,
+                  **extra: Any) -> dict[str, Any]:
+        if cell.cgroup:
+            cell.cgroup.set_limits(lim)
+        mem = lim.memory_mb << 20
+        head = {"kind": kind, "files": files, "sizes": {n: len(c) for n, c in zip(files, contents)},
+                "limits": {"cpu_s": int(math.ceil(lim.time_s)) + 1, "fsize": lim.fsize_mb << 20,
+                           "nofile": lim.nofile, "nproc": lim.nproc if cell.uid is not None else 0,
+                           "as_bytes": 2 * mem if cell.cgroup else mem, "stack": lim.stack_mb << 20}}
+        head.update({k: v for k, v in extra.items() if v is not None})
+        return head
+
+    def _run_on(self, cell: _Cell, kind: str, files: dict[str, int], contents: list[bytes], stdin: bytes,
+                lim: Limits, *, code: str | None = None, argv: list[str] | None = None,
+                collect: str | None = None) -> tuple[RunResult, bytes | None]:
+        proc = cell.proc
+        oom0 = cell.cgroup.oom_kills() if cell.cgroup else 0
+        head = self._job_head(cell, kind, files, contents, lim, code=code, argv=argv, collect=collect)
+        t0 = time.monotonic()
+        try:
+            proc.send(head, b"".join(contents) + stdin)
+        except BrokenPipeError:
+            pass  # the process died already: the verdict below says how
+        deadline = t0 + lim.time_s
+        frame = None
+        try:
+            frame = proc.pump(deadline, lim.output_bytes, want_frame=kind == "compile")
+            if frame is not None:  # the compile's result: drain what is left until the pipes close
+                proc.pump(deadline, lim.output_bytes, want_frame=False)
+        except (_Protocol, ValueError):
+            proc.overflow = True
+        if proc.overflow:
+            proc.kill("output_limit")
+        elif any(proc.open.values()) and time.monotonic() >= deadline:
+            proc.kill("timeout")
+        else:
+            try:  # pipes closed: the process is exiting; give it a moment to be reaped
+                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
+            except subprocess.TimeoutExpired:
+                proc.kill("timeout")
+        code_ = proc.reap()
+        wall = time.monotonic() - t0
+        cell.proc = None
+        oom = cell.cgroup is not None and cell.cgroup.oom_kills() > oom0
+        status = _status(code_, proc.killed_for, oom, bytes(proc.buf["err"]))
+        res = RunResult(status, code_, bytes(proc.buf["out"]), bytes(proc.buf["err"][-8192:]), wall)
+        binary = None
+        if kind == "compile" and frame is not None and frame.get("compiled") == 0 and frame["_payload"]:
+            binary = frame["_payload"]
+        return res, binary
+
+
+def _status(code: int, killed_for: str | None, oom: bool, stderr: bytes) -> str:
+    """The verdict on one run, from what the parent saw. bwrap exits 128+N when its command died
+    of signal N, so exit codes above 128 are read as signals (a program can fake one only to get
+    another failing verdict)."""
+    if killed_for:
+        return killed_for
+    if oom:
+        return "memory"
+    if code == 0:
+        return "ok"
+    sig = code - 128 if code > 128 else (-code if code < 0 else 0)
+    tail = stderr[-4096:]
+    if sig == signal.SIGXCPU:
+        return "timeout"
+    if sig == signal.SIGXFSZ:
+        return "output_limit"
+    if (sig == signal.SIGABRT and b"bad_alloc" in tail) or (not sig and b"MemoryError" in tail):
+        return "memory"
+    return "killed" if sig else "runtime_error"
+
+
+def _compile_limits(lim: Limits) -> Limits:
+    """g++ needs more than a run: ~10 s, ~1 GiB and a handful of processes (cc1plus, as, ld)."""
+    return Limits(time_s=max(lim.time_s, 20.0), memory_mb=max(lim.memory_mb, 1024), output_bytes=1 << 20,
+                  fsize_mb=64, nofile=max(lim.nofile, 128), nproc=max(lim.nproc, 32), stack_mb=lim.stack_mb)
+
+
+def check_language(lang: str, available: list[str] | tuple[str, ...] = LANGUAGES) -> str:
+    if lang not in LANGUAGES:
+        raise UserError(f"unknown language {lang!r}; choose from {list(LANGUAGES)}")
+    if lang not in available:
+        raise UserError(f"language {lang!r} needs a compiler that is not installed here (g++ for cpp)")
+    return lang
+
+
+@dataclass
+class Program:
+    """A runnable program: Python source, or a compiled binary (``lang="cpp"``)."""
+
+    lang: str
+    payload: bytes
+
+
+class CallFailed(Exception):
+    """A function call in the sandbox did not return a value. ``verdict`` says why; ``fatal``
+    means the process is gone (a new session is needed for further calls)."""
+
+    def __init__(self, verdict: str, message: str, fatal: bool):
+        super().__init__(message)
+        self.verdict, self.fatal = verdict, fatal
+
+
+class RpcSession:
+    """Python code loaded once in a sandbox process; its functions called with plain values.
+
+    The trusted side owns the verdict: it sends ``(nonce, function, args)``; the answer counts
+    only if it carries that nonce, and its value is decoded into plain built-in types (see
+    ``_codec``) before any comparison, which happens in the caller's process.
+    """
+
+    def __init__(self, sandbox: Sandbox, code: str, limits: Limits):
+        self.sb, self.lim = sandbox, limits
+        self.cell: _Cell | None = sandbox._acquire("run")
+        self.proc = self.cell.proc
+        self.oom0 = self.cell.cgroup.oom_kills() if self.cell.cgroup else 0
+        nonce = secrets.token_hex(16)
+        head = sandbox._job_head(self.cell, "rpc", {"main.py": 0o600}, [code.encode()], limits,
+                                 code=code, nonce=nonce)
+        # one CPU budget for the whole session: every call's wall clock is enforced separately
+        head["limits"]["cpu_s"] = int(min(600, 10 * math.ceil(limits.time_s))) + 1
+        try:
+            self.proc.send(head, code.encode())
+        except BrokenPipeError:
+            pass
+        self._expect(nonce, "loaded", time.monotonic() + limits.time_s)
+
+    def call(self, fn: str, args: tuple, deadline: float | None = None) -> Any:
+        from longrl.rewards.sandbox._codec import decode_value, encode_value
+
+        if self.proc is None:
+            raise CallFailed("runtime_error", "the sandbox process has exited", fatal=True)
+        nonce = secrets.token_hex(16)
+        try:
+            self.proc.send({"id": nonce, "fn": fn, "args": encode_value(tuple(args))})
+        except BrokenPipeError:
+            pass
+        frame = self._expect(nonce, "id", deadline or time.monotonic() + self.lim.time_s)
+        if "error" in frame:
+            raise CallFailed("runtime_error", str(frame["error"])[:500], fatal=False)
+        try:
+            return decode_value(frame.get("value"))
+        except (ValueError, TypeError, RecursionError, MemoryError) as e:
+            raise CallFailed("runtime_error", f"unreadable return value: {e}", fatal=False) from None
+
+    def _expect(self, nonce: str, key: str, deadline: float) -> dict:
+        while True:
+            try:
+                frame = self.proc.pump(deadline, self.lim.output_bytes, want_frame=True)
+            except (_Protocol, ValueError):
+                self.proc.overflow = True
+                frame = None
+            if frame is not None:
+                if frame.get(key) == nonce:
+                    return frame
+                continue  # a frame the stub did not send for this call: ignored
+            why = "output_limit" if self.proc.overflow else ("timeout" if any(self.proc.open.values()) else None)
+            res = self._finish(why)
+            raise CallFailed(res.status if res.status != "ok" else "runtime_error",
+                             f"no answer ({res.status}, exit {res.exit_code}): "
+                             + res.stderr.decode("utf-8", "replace")[-300:], fatal=True)
+
+    def _finish(self, why: str | None) -> RunResult:
+        proc, cell = self.proc, self.cell
+        if why:
+            proc.kill(why)
+        elif proc.popen.poll() is None:
+            os.close(proc.jobs_w)
+            proc.jobs_w = None
+            try:
+                proc.popen.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill("timeout")
+        code = proc.reap()
+        oom = cell.cgroup is not None and cell.cgroup.oom_kills() > self.oom0
+        res = RunResult(_status(code, proc.killed_for, oom, bytes(proc.buf["err"])), code,
+                        bytes(proc.buf["out"]), bytes(proc.buf["err"][-8192:]), 0.0)
+        cell.proc = None
+        self.proc = None
+        self.sb._release(cell)
+        self.cell = None
+        return res
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self._finish(None)
+
+    def __enter__(self) -> RpcSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
