@@ -31,6 +31,8 @@ from typing import Any
 
 _BOOT_TIMEOUT = 120.0  # s: a worker that has not imported math-verify by then is broken
 _BOOT_FAILURES = 3  # consecutive failed starts before the pool gives up with an error
+_PREFETCH = 2  # checks sent to a worker ahead of its results
+_PREFETCH_MAX_CHARS = 16_000  # larger checks are only sent to an idle worker (pipe buffer: 64 KiB)
 _PRELOADED = False
 
 
@@ -128,8 +130,11 @@ class _Worker:
         child.close()
         self.started = time.monotonic()
         self.ready = False
-        self.task: int | None = None  # index of the check it is running
-        self.sent_at = 0.0
+        # Checks sent to this worker, oldest first; the worker runs the head, which it began at
+        # ``head_since`` (when the parent saw the previous result: a slight over-estimate of the
+        # time left, never an under-estimate).
+        self.inflight: deque[int] = deque()
+        self.head_since = 0.0
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -141,10 +146,12 @@ class _Worker:
 class VerifyPool:
     """``workers`` processes running :func:`verify_answer`, each check bounded by ``timeout`` s.
 
-    ``memory_mb`` caps each worker's address space (RLIMIT_AS) so an answer such as ``10^{10^{10}}``
-    that sympy tries to expand fails with MemoryError rather than swapping the machine. The pool
-    starts its workers at construction and keeps them warm across :meth:`run` calls. Counters
-    ``restarts`` (workers replaced) and ``timeouts`` are kept for metrics.
+    ``memory_mb`` caps each worker's address space (RLIMIT_AS) so an answer that sympy tries to
+    expand fails with MemoryError rather than swapping the machine. The pool starts its workers at
+    construction and keeps them warm across :meth:`run` calls. Each worker is sent up to
+    ``_PREFETCH`` checks at once, so it never idles waiting for the parent to be scheduled (the
+    parent shares the CPUs with the workers and the trainer). Counters ``restarts`` (workers
+    replaced) and ``timeouts`` are kept for metrics.
     """
 
     def __init__(
@@ -190,51 +197,55 @@ class VerifyPool:
             raise RuntimeError("VerifyPool is closed")
         results: list[Outcome | None] = [None] * len(checks)
         queue = deque(range(len(checks)))
-        while queue or any(w.task is not None for w in self._workers):
+        while queue or any(w.inflight for w in self._workers):
             self._dispatch(queue, checks)
             self._collect(queue, results)
         return results  # type: ignore[return-value]
 
     def _dispatch(self, queue: deque[int], checks: list[tuple[str, str]]) -> None:
         for i, w in enumerate(self._workers):
-            if not queue:
-                return
-            if not w.ready or w.task is not None:
-                continue
-            task = queue.popleft()
-            try:
-                w.conn.send((task, checks[task][0], checks[task][1]))
-            except (BrokenPipeError, OSError):
-                queue.appendleft(task)  # the worker died idle: not this check's fault
-                self._replace(i)
-                continue
-            w.task, w.sent_at = task, time.monotonic()
+            while queue and w.ready and len(w.inflight) < _PREFETCH:
+                task = queue[0]
+                size = len(checks[task][0]) + len(checks[task][1])
+                # A queued message must fit the pipe buffer (64 KiB on Linux), or send() would
+                # block behind a check that may hang; big checks wait for an idle worker.
+                if w.inflight and size > _PREFETCH_MAX_CHARS:
+                    break
+                try:
+                    w.conn.send((task, checks[task][0], checks[task][1]))
+                except (BrokenPipeError, OSError):
+                    break  # the worker died; _collect notices, replaces it and requeues
+                queue.popleft()
+                if not w.inflight:
+                    w.head_since = time.monotonic()
+                w.inflight.append(task)
 
     def _collect(self, queue: deque[int], results: list[Outcome | None]) -> None:
         now = time.monotonic()
-        deadlines = [w.sent_at + self.timeout for w in self._workers if w.task is not None]
+        deadlines = [w.head_since + self.timeout for w in self._workers if w.inflight]
         deadlines += [w.started + _BOOT_TIMEOUT for w in self._workers if not w.ready]
         waitables: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
         wait(waitables, timeout=max(0.0, min(deadlines, default=now + 1.0) - now))
-        now = time.monotonic()
         for i, w in enumerate(self._workers):
-            status = None
+            dead = False
             try:
-                if w.conn.poll():
+                while w.conn.poll():
                     tag, status = w.conn.recv()
+                    now = time.monotonic()
                     if tag == "ready":
-                        w.ready, status = True, None
+                        w.ready = True
                         self._boot_failures = 0
+                    elif w.inflight and tag == w.inflight[0]:
+                        kind, detail = _split(status)
+                        results[tag] = Outcome(kind, seconds=now - w.head_since, detail=detail)
+                        w.inflight.popleft()
+                        w.head_since = now
             except (EOFError, OSError):
-                status = "dead"
-            if status is not None and status != "dead" and w.task is not None:
-                kind, detail = _split(status)
-                results[w.task] = Outcome(kind, seconds=now - w.sent_at, detail=detail)
-                w.task = None
-                continue
-            if status == "dead" or not w.proc.is_alive():
+                dead = True
+            now = time.monotonic()
+            if dead or not w.proc.is_alive():
                 self._fail(i, "crash", "worker died", queue, results, now)
-            elif w.task is not None and now >= w.sent_at + self.timeout:
+            elif w.inflight and now >= w.head_since + self.timeout:
                 self.timeouts += 1
                 self._fail(i, "timeout", f"killed after {self.timeout:g} s", queue, results, now)
             elif not w.ready and now >= w.started + _BOOT_TIMEOUT:
@@ -242,8 +253,10 @@ class VerifyPool:
 
     def _fail(self, i: int, status: str, detail: str, queue, results, now: float) -> None:
         w = self._workers[i]
-        if w.task is not None:
-            results[w.task] = Outcome(status, seconds=now - w.sent_at, detail=detail)
+        if w.inflight:
+            head = w.inflight.popleft()
+            results[head] = Outcome(status, seconds=now - w.head_since, detail=detail)
+            queue.extendleft(reversed(w.inflight))  # checks queued behind it are not at fault
         elif not w.ready:
             self._boot_failures += 1
             if self._boot_failures >= _BOOT_FAILURES:
