@@ -57,6 +57,7 @@ if CFG.get("uid") is not None and os.getuid() == 0:
     os.setresgid(CFG["uid"], CFG["uid"], CFG["uid"])
     os.setresuid(CFG["uid"], CFG["uid"], CFG["uid"])
 os.chdir(CFG["workdir"])
+sys.path[:0] = CFG.get("pythonpath", [])  # -I ignores PYTHONPATH; extra packages are bound here
 os.umask(0o077)
 import resource  # noqa: E402 - after the drop: nothing before it needs it
 for _p in CFG.get("preload", ()):

@@ -510,7 +510,8 @@ class Sandbox:
         jobs_r, jobs_w = os.pipe()
         rep_r, rep_w = os.pipe()
         info_r = info_w = None
-        cfg = {"rfd": jobs_r, "wfd": rep_w, "uid": cell.uid, "workdir": "/tmp", "preload": self.cfg.preload}
+        cfg = {"rfd": jobs_r, "wfd": rep_w, "uid": cell.uid, "workdir": "/tmp", "preload": self.cfg.preload,
+               "pythonpath": ["/opt/longrl-py"] if self._pkg_binds else []}
         if self.bwrap:
             info_r, info_w = os.pipe()
             cmd = self._bwrap_cmd(flavor, info_w) + [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
@@ -520,6 +521,7 @@ class Sandbox:
             if cell.uid is not None:
                 os.chown(cell.hostdir, cell.uid, cell.uid)
             cfg["workdir"] = cell.hostdir
+            cfg["pythonpath"] = sorted({str(Path(s).parent) for s, _ in self._pkg_binds})
             cmd = [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
             cwd = cell.hostdir
         if cell.cgroup:
@@ -541,8 +543,6 @@ class Sandbox:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MALLOC_ARENA_MAX": "2",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
         env["HOME"] = env["TMPDIR"] = cell.hostdir or "/tmp"
-        if self._pkg_binds:
-            env["PYTHONPATH"] = "/opt/longrl-py" if self.bwrap else os.pathsep.join(sorted({str(Path(s).parent) for s, _ in self._pkg_binds}))
         return env
 
     def _bwrap_cmd(self, flavor: str, info_fd: int) -> list[str]:
@@ -566,6 +566,11 @@ class Sandbox:
                     made.add(a)
         for src in binds:
             cmd += ["--ro-bind", src, src]
+        purelib = os.path.realpath(sysconfig.get_paths()["purelib"])
+        if purelib.startswith(self.prefix + "/") and os.path.isdir(purelib):
+            # hide the host's installed packages (torch, the grader's own code, ...): only the
+            # standard library and the packages asked for below are visible
+            cmd += ["--size", "65536", "--perms", "0555", "--tmpfs", purelib]
         for src, dst in self._pkg_binds:
             cmd += ["--ro-bind", src, dst]
         for link in ("/lib", "/lib64", "/bin"):  # merged-/usr systems: keep the loader's paths valid
