@@ -1,0 +1,121 @@
+"""The grading worker pool: deadlines, pathological inputs, killed and broken workers."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from longrl.rewards.math import MathScorer
+from longrl.rewards.math_pool import VerifyPool, verify_answer
+from longrl.types import Prompt
+
+TIMEOUT = 1.0  # s per answer in these tests; math-verify needs ~0.01 s on an ordinary answer
+SLACK = 3.0  # s allowed beyond the timeout for killing and replacing a worker on a busy machine
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    s = MathScorer(timeout=TIMEOUT, workers=2, max_answer_chars=10**7)
+    yield s
+    s.close()
+
+
+def prompt(ref: str) -> Prompt:
+    return Prompt(id="p", text="Solve it.", reference=ref, task="math")
+
+
+# (name, response, reasons it may end with). With max_answer_chars this large every answer
+# reaches math-verify, so these exercise the pool's deadline, not the length guard.
+PATHOLOGICAL = [
+    ("power tower", "so \\boxed{9^{9^{9^{9}}}}", {"timeout"}),
+    ("huge factorial", "\\boxed{1000000!}", {"timeout"}),
+    ("1000-level braces", "\\boxed{" + "{" * 1000 + "1" + "}" * 1000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
+    ("1000-level fractions", "\\boxed{" + "\\frac{1}{" * 1000 + "2" + "}" * 1000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
+    ("100k digits", "\\boxed{" + "7" * 100_000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
+    ("1 MB response", "word " * 200_000 + "\\boxed{" + "9" * 50 + "}", {"wrong"}),
+    ("1 MB of braces", "{" * 1_000_000, {"no_answer"}),
+    ("invalid UTF-8", b"\xff\xfe\xfd \\boxed{5\xff}".decode("utf-8", "surrogateescape"), {"wrong", "parse_error"}),
+    ("control characters", "\x00\x1b[2J\\boxed{\x07" + "\x01" * 100 + "5}\x7f", {"wrong"}),
+]
+
+
+@pytest.mark.parametrize("name, response, reasons", PATHOLOGICAL, ids=[p[0] for p in PATHOLOGICAL])
+def test_pathological_inputs_end_within_the_timeout(scorer, name, response, reasons):
+    t = time.perf_counter()
+    (score,) = scorer([prompt("3")], [response])
+    elapsed = time.perf_counter() - t
+    assert score.value == 0.0
+    assert score.reason in reasons, (score.reason, score.parts)
+    assert elapsed < TIMEOUT + SLACK, f"{name} took {elapsed:.1f} s"
+
+
+def test_timeouts_are_counted_and_workers_replaced(scorer):
+    before = scorer.pool.restarts
+    scores = scorer([prompt("3")] * 4, ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{3}", "\\boxed{7^{7^{7^{7}}}}", "\\boxed{3.0}"])
+    assert [s.reason for s in scores] == ["timeout", "ok", "timeout", "ok"]
+    assert scorer.pool.restarts == before + 2
+    assert scorer.counts["timeout"] >= 2
+    assert all(s.parts["seconds"] < TIMEOUT + SLACK for s in scores)
+    # The replacement workers grade normally.
+    assert [s.reason for s in scorer([prompt("\\frac12")] * 2, ["\\boxed{0.5}", "\\boxed{2}"])] == ["ok", "wrong"]
+
+
+def test_worker_killed_mid_check_is_replaced():
+    with VerifyPool(workers=1, timeout=30) as pool:
+        assert [o.status for o in pool.run([("1", "1")])] == ["ok"]  # warm: the worker is ready
+        victim = pool.pids[0]
+        killer = threading.Timer(0.5, os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        t = time.perf_counter()
+        out = pool.run([("9^{9^{9^{9}}}", "1"), ("2", "2")])
+        killer.join()
+        assert time.perf_counter() - t < 10  # well before the 30 s deadline
+        assert [o.status for o in out] == ["crash", "ok"]  # the check queued behind it is re-run
+        assert pool.restarts == 1 and pool.pids[0] != victim
+        assert [o.status for o in pool.run([("x=2", "2")])] == ["ok"]
+
+
+def test_workers_that_cannot_start_raise_instead_of_hanging(tmp_path, monkeypatch):
+    # A broken install: spawned workers find a math_verify that fails to import (the parent has
+    # the real one loaded already), so every worker dies while starting.
+    (tmp_path / "math_verify.py").write_text("raise ImportError('broken install')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = VerifyPool(workers=1, timeout=5, start_method="spawn")
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        pool.run([("1", "1")])
+    assert time.perf_counter() - t < 60
+    pool.close()
+
+
+def test_grading_from_a_thread_works(scorer):
+    # math-verify's own timeout uses signal.alarm, which raises off the main thread; the pool's
+    # workers run it with its timeouts off, so a trainer may score from any thread.
+    out = []
+    th = threading.Thread(target=lambda: out.extend(scorer([prompt("4")], ["\\boxed{2+2}"])))
+    th.start()
+    th.join(30)
+    assert [s.reason for s in out] == ["ok"]
+
+
+def test_verify_answer_statuses_in_process():
+    assert verify_answer("\\frac{6}{8}", "0.75") == "ok"
+    assert verify_answer("4", "5") == "wrong"
+    assert verify_answer("x = 5", "5") == "ok"
+    assert verify_answer("\\text{Evelyn}", "\\text{Evelyn}") == "ok"
+    assert verify_answer("@@@", "5") == "parse_error"
+    assert verify_answer("5", "") == "bad_reference"
+
+
+def test_pool_rejects_bad_settings_and_use_after_close():
+    with pytest.raises(ValueError):
+        VerifyPool(workers=0)
+    with pytest.raises(ValueError):
+        VerifyPool(timeout=0)
+    pool = VerifyPool(workers=1, timeout=5)
+    pool.close()
+    pool.close()  # twice is fine
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.run([("1", "1")])
