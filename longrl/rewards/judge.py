@@ -175,7 +175,8 @@ class EngineJudgeBackend:
 class OpenAIJudgeBackend:
     """A judge behind an OpenAI-compatible ``/v1`` endpoint (``openai`` client, imported lazily).
 
-    ``model=None`` takes the first model the endpoint lists. ``concurrency`` requests run at once.
+    ``model=None`` takes the first model the endpoint lists. ``concurrency`` requests run at once;
+    ``client_retries`` is the client's own retry count for a failed request (with backoff).
     Building the backend checks the endpoint (``GET /models``) and raises :class:`UserError` if it
     does not answer, so a judge that is down is found before training starts.
     """
@@ -190,6 +191,7 @@ class OpenAIJudgeBackend:
         temperature: float = 0.0,
         request_timeout: float = 120.0,
         concurrency: int = 8,
+        client_retries: int = 2,
     ):
         try:
             import openai
@@ -203,7 +205,7 @@ class OpenAIJudgeBackend:
             base_url=base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
             timeout=request_timeout,
-            max_retries=2,
+            max_retries=client_retries,
         )
         try:
             listed = [m.id for m in self.client.models.list(timeout=min(request_timeout, 10.0))]

@@ -13,7 +13,8 @@ For each response the scorer
    ``parse_error``, ``bad_reference``, ``timeout`` or ``crash`` when no verdict could be had;
 4. with ``policy="rule_then_judge"``, hands the responses the rule could not read (``no_answer``,
    ``parse_error``, ``bad_reference``) to the chain-of-thought judge (:mod:`longrl.rewards.judge`);
-   with ``policy="judge"``, every response that passes the guards goes to the judge.
+   with ``policy="judge"``, every response that passes the guards goes to the judge (math-verify
+   is not run), including those without an extractable answer.
 
 Every score carries its ``reason``; ``scorer.counts`` totals them over the scorer's life, for the
 metrics. ``parts`` holds the extracted answer, the reference as compared, the grader that decided
@@ -117,7 +118,7 @@ class MathScorer:
             refs.append(ref)
             if score is not None:
                 scores[i] = score
-                if self.policy == "rule_then_judge" and score.reason in JUDGE_FALLBACK:
+                if self.policy != "rule" and score.reason in JUDGE_FALLBACK:
                     to_judge.append(i)
             elif self.policy == "judge":
                 to_judge.append(i)
