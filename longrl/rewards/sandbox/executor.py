@@ -117,6 +117,12 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def _world_readable(path: str) -> bool:
+    """Whether an unprivileged uid can reach and read ``path`` (o+x on every ancestor, o+r on it)."""
+    p = Path(path)
+    return all(os.stat(a).st_mode & 0o001 for a in p.parents) and bool(os.stat(p).st_mode & 0o004)
+
+
 def _ancestors(path: str) -> list[str]:
     parts = Path(path).parts[1:-1]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -361,9 +367,13 @@ class Sandbox:
         parents = _cgroup_parents(self._tag) if cfg.cgroups == "auto" and self.as_root else None
         self._cg_parents = parents
         self.cells: list[_Cell] = []
+        # Without bubblewrap the interpreter is used where it lies; if other users cannot read it
+        # (pyenv under /root is 0700), the uid drop would break every import, so it is skipped and
+        # only the pids cgroup bounds processes (a weaker setup, as the option's name says).
+        drop = self.as_root and (self.bwrap is not None or _world_readable(self.prefix))
         for i in range(2 * n):
             cg = _Cgroup.create(parents, f"cell{i}") if parents else None
-            self.cells.append(_Cell(i, cfg.uid_base + i if self.as_root else None, cg))
+            self.cells.append(_Cell(i, cfg.uid_base + i if drop else None, cg))
         self._free: queue.Queue[_Cell] = queue.Queue()
         for c in self.cells:
             self._free.put(c)
