@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,35 +112,69 @@ def throughput_mix(data_dir: Path, n: int, pathological_share: float, seed: int)
     return [p for p, _ in pairs], [r for _, r in pairs], k
 
 
+_SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(6_000_000): x += i\nprint(time.perf_counter() - t)"
+
+
+def free_cores(n: int = 2) -> float:
+    """How many cores this run can use now: n busy loops at once vs one alone (about 3 s)."""
+    def spin(k: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    one = spin(1)
+    return n * one / spin(n)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def throughput(args, data_dir: Path) -> list[dict]:
+    """Pool vs single process on the same responses, in ABBA order over two halves.
+
+    Pool on half 1, single process on half 1, single process on half 2, pool on half 2: a load
+    that grows or shrinks steadily during the run affects both sides alike. Each half is one
+    scorer call (one batch), as a trainer would send it. Pool latency is the time from handing a
+    check to a worker to its result (checks that reach math-verify); single-process latency is
+    the time per answer, extraction included.
+    """
     rows = []
     for share in (args.pathological, 0.0):
         prompts, responses, k = throughput_mix(data_dir, args.n, share, args.seed)
-        # Pool first is no advantage: its workers are started (and warmed) before the clock starts.
         scorer = MathScorer(timeout=args.timeout, workers=args.workers)
-        scorer([prompts[0]], ["\\boxed{1}"])
-        t = time.perf_counter()
-        pool_scores = scorer(prompts, responses)
-        pool_s = time.perf_counter() - t
-        pool_lat = [s.parts.get("seconds", 0.0) for s in pool_scores]
+        scorer([prompts[0]] * 4, ["\\boxed{1}"] * 4)  # workers started and warm before the clock
+        verify_answer("1", "1", timeout=args.timeout)  # the baseline's imports, likewise
+        pool_s = single_s = 0.0
+        pool_lat: list[float] = []
+        single_lat: list[float] = []
+        pool_reasons: list[str | None] = [None] * len(prompts)
+        single_status: list[str | None] = [None] * len(prompts)
+        half = len(prompts) // 2
+        # ABBA order: pool, single on the first half; single, pool on the second half.
+        for a, b, first in ((0, half, "pool"), (half, len(prompts), "single")):
+            ps, rs = prompts[a:b], responses[a:b]
+            for who in (first, "single" if first == "pool" else "pool"):
+                t = time.perf_counter()
+                if who == "pool":
+                    scores = scorer(ps, rs)
+                    pool_s += time.perf_counter() - t
+                    pool_lat += [s.parts["seconds"] for s in scores if "seconds" in s.parts]
+                    pool_reasons[a:b] = [s.reason for s in scores]
+                else:
+                    status, lat = single_process(ps, rs, int(args.timeout), scorer.max_answer_chars)
+                    single_s += time.perf_counter() - t
+                    single_lat += lat
+                    single_status[a:b] = status
         scorer.close()
-        verify_answer("1", "1", timeout=args.timeout)  # warm the baseline's imports too
-        t = time.perf_counter()
-        single, single_lat = single_process(prompts, responses, int(args.timeout), 256)
-        single_s = time.perf_counter() - t
-        agree = sum((s.reason == "ok") == (b == "ok") for s, b in zip(pool_scores, single))
+        agree = sum((a == "ok") == (b == "ok") for a, b in zip(pool_reasons, single_status))
         rows.append({
             "mix": f"{len(prompts)} answers, {k} pathological ({share:.0%})",
             "pool_rate": len(prompts) / pool_s, "single_rate": len(prompts) / single_s,
             "pool_p50": pct(pool_lat, 0.5), "pool_p99": pct(pool_lat, 0.99),
             "single_p50": pct(single_lat, 0.5), "single_p99": pct(single_lat, 0.99),
-            "pool_s": pool_s, "single_s": single_s, "agree": agree, "n": len(prompts),
-            "pool_timeouts": sum(s.reason == "timeout" for s in pool_scores),
+            "agree": agree, "n": len(prompts), "timeouts": pool_reasons.count("timeout"),
         })
     return rows
 
@@ -161,7 +196,8 @@ def main() -> int:
         print("error: benchmark data not found; set LONGRL_SHARED_DATA or pass --data", file=sys.stderr)
         return 2
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; timeout {args.timeout} s")
+          f"Python {platform.python_version()}; timeout {args.timeout} s; "
+          f"load average at start {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2")
 
     scorer = MathScorer(timeout=args.timeout, workers=args.workers)
     try:
@@ -184,6 +220,8 @@ def main() -> int:
             print(f"| {r['mix']} | {r['pool_rate']:.1f} | {r['single_rate']:.1f} "
                   f"| {r['pool_rate'] / r['single_rate']:.2f}x | {r['pool_p50']:.4f} / {r['pool_p99']:.3f} "
                   f"| {r['single_p50']:.4f} / {r['single_p99']:.3f} | {r['agree']}/{r['n']} |")
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2 "
+          "(other work on the machine slows the pool most)")
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -95,7 +96,14 @@ def _limit_self(memory_mb: int | None) -> None:
     if memory_mb:
         import resource
 
-        limit = memory_mb * 2**20
+        # The cap is on top of what the worker already maps: a forkserver that imported the
+        # trainer's main module (and torch with it) can map gigabytes that this check never uses.
+        try:
+            with open("/proc/self/statm") as f:
+                mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):  # pragma: no cover - not Linux
+            mapped = 0
+        limit = mapped + memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -146,8 +154,8 @@ class _Worker:
 class VerifyPool:
     """``workers`` processes running :func:`verify_answer`, each check bounded by ``timeout`` s.
 
-    ``memory_mb`` caps each worker's address space (RLIMIT_AS) so an answer that sympy tries to
-    expand fails with MemoryError rather than swapping the machine. The pool starts its workers at
+    ``memory_mb`` caps how much address space each worker may add (RLIMIT_AS) so an answer that
+    sympy tries to expand fails with MemoryError rather than swapping the machine. The pool starts its workers at
     construction and keeps them warm across :meth:`run` calls. Each worker is sent up to
     ``_PREFETCH`` checks at once, so it never idles waiting for the parent to be scheduled (the
     parent shares the CPUs with the workers and the trainer). Counters ``restarts`` (workers
