@@ -119,3 +119,19 @@ def test_pool_rejects_bad_settings_and_use_after_close():
     pool.close()  # twice is fine
     with pytest.raises(RuntimeError, match="closed"):
         pool.run([("1", "1")])
+
+
+def test_concurrent_calls_from_threads_get_their_own_results(scorer):
+    results = {}
+
+    def work(k):
+        results[k] = scorer([prompt(str(k))] * 6, [f"\\boxed{{{k}}}", f"\\boxed{{{k + 1}}}"] * 3)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert {k: [s.reason for s in v] for k, v in results.items()} == {
+        k: ["ok", "wrong"] * 3 for k in range(4)
+    }

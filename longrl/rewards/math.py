@@ -31,6 +31,7 @@ and, from the pool, the check's seconds.
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -86,6 +87,7 @@ class MathScorer:
         self.policy = policy
         self.max_answer_chars = max_answer_chars
         self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # one batch at a time: the pool's pipes are not shared safely
         self.judge = judge
         if judge is None and judge_base_url is not None:
             from longrl.rewards.judge import CoTJudge, OpenAIJudgeBackend
@@ -109,6 +111,10 @@ class MathScorer:
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Score]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        with self._lock:
+            return self._score(prompts, responses)
+
+    def _score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Score]:
         scores: list[Score | None] = [None] * len(prompts)
         refs: list[str] = []
         checks: list[tuple[int, str, str]] = []  # (index, answer, reference) for math-verify
