@@ -31,6 +31,10 @@ def P(ref, text="Solve the problem.", **tags) -> Prompt:
         ("3", "so x = 3, hence \\boxed{x = 3}", "ok"),
         ("1000", "\\boxed{1,000}", "ok"),
         ("18", "\\boxed{\\$18}", "ok"),
+        ("5", "\\boxed{5 \\text{ cm}}", "ok"),  # units
+        ("0.75", "\\boxed{\\tfrac{3}{4}}", "ok"),
+        ("x = 3", "\\boxed{3}", "ok"),
+        ("10080", "\\boxed{10,\\!080}", "ok"),
         ("50", "\\boxed{50\\%}", "ok"),
         ("-5", "\\boxed{\u22125}", "ok"),
         ("(3,4]", "\\boxed{(3, 4]}", "ok"),
