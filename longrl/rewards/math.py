@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from longrl.errors import UserError
-from longrl.rewards.math_extract import final_answer, is_hedged, reference_answer
+from longrl.rewards.math_extract import clean_text, final_answer, is_hedged, reference_answer
 from longrl.rewards.math_pool import VerifyPool
 from longrl.types import Prompt, Score
 
@@ -117,10 +117,10 @@ class MathScorer:
     def _score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Score]:
         scores: list[Score | None] = [None] * len(prompts)
         refs: list[str] = []
-        checks: list[tuple[int, str, str]] = []  # (index, answer, reference) for math-verify
+        checks: list[tuple[int, str, str, str]] = []  # (index, answer, reference, source)
         to_judge: list[int] = []
         for i, (prompt, response) in enumerate(zip(prompts, responses)):
-            score, ref, answer = self._screen(prompt, response)
+            score, ref, answer, source = self._screen(prompt, response)
             refs.append(ref)
             if score is not None:
                 scores[i] = score
@@ -129,12 +129,13 @@ class MathScorer:
             elif self.policy == "judge":
                 to_judge.append(i)
             else:
-                checks.append((i, answer, ref))
+                checks.append((i, answer, ref, source))
         if checks:
             assert self.pool is not None
-            outcomes = self.pool.run([(a, r) for _, a, r in checks])
-            for (i, answer, ref), out in zip(checks, outcomes):
-                parts = {"answer": answer, "reference": ref, "grader": "rule", "seconds": out.seconds}
+            outcomes = self.pool.run([(a, r) for _, a, r, _ in checks])
+            for (i, answer, ref, source), out in zip(checks, outcomes):
+                parts = {"answer": answer, "reference": ref, "grader": "rule", "source": source,
+                         "seconds": out.seconds}
                 if out.detail:
                     parts["detail"] = out.detail
                 scores[i] = Score(1.0 if out.status == "ok" else 0.0, out.status, parts)
@@ -147,29 +148,29 @@ class MathScorer:
             self.counts[s.reason] += 1
         return scores  # type: ignore[return-value]
 
-    def _screen(self, prompt: Prompt, response: str) -> tuple[Score | None, str, str]:
-        """Extraction and guards; returns ``(final score or None, reference, answer)``."""
+    def _screen(self, prompt: Prompt, response: str) -> tuple[Score | None, str, str, str]:
+        """Extraction and guards; returns ``(final score or None, reference, answer, source)``."""
         try:
             ref = reference_answer(prompt.reference)
         except ValueError as e:
-            return Score(0.0, "bad_reference", {"detail": str(e)}), "", ""
+            return Score(0.0, "bad_reference", {"detail": str(e)}), "", "", ""
         echoes = (prompt.text, str(prompt.tags.get("problem", "")))
         ext = final_answer(response, echoes)
         if ext.answer is None:
-            return Score(0.0, ext.reason, {"answer": None, "reference": ref, "grader": "rule"}), ref, ""
+            return Score(0.0, ext.reason, {"answer": None, "reference": ref, "grader": "rule"}), ref, "", ""
         parts = {"answer": ext.answer[:_SHOWN_CHARS], "reference": ref, "grader": "rule", "source": ext.kind}
         if len(ext.answer) > self.max_answer_chars:
             parts["answer_chars"] = len(ext.answer)
-            return Score(0.0, "too_long", parts), ref, ext.answer
+            return Score(0.0, "too_long", parts), ref, ext.answer, ext.kind
         if is_hedged(ext.answer, ref):
-            return Score(0.0, "hedged", parts), ref, ext.answer
-        return None, ref, ext.answer
+            return Score(0.0, "hedged", parts), ref, ext.answer, ext.kind
+        return None, ref, ext.answer, ext.kind
 
     def _judge(self, idx: list[int], prompts, responses, refs, scores: list[Score | None]) -> None:
         from longrl.rewards.judge import JudgeItem
 
         items = [
-            JudgeItem(str(prompts[i].tags.get("problem") or prompts[i].text), refs[i], str(responses[i]))
+            JudgeItem(str(prompts[i].tags.get("problem") or prompts[i].text), refs[i], clean_text(responses[i]))
             for i in idx
         ]
         for i, verdict in zip(idx, self.judge(items)):
