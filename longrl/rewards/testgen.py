@@ -23,7 +23,6 @@ Problem file (JSONL), one problem a line::
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -124,18 +123,27 @@ def _tokens(out: bytes) -> tuple[str, ...]:
 
 
 def cyaron_packages() -> list[str]:
-    """``cyaron`` and the third-party modules it imports, to be bound into the sandbox."""
-    try:
-        before = set(sys.modules)
-        import cyaron  # noqa: F401
-    except ImportError as e:
-        raise UserError("test generation needs CYaRon: pip install 'longrl[code]' (or pip install cyaron)") from e
-    import sysconfig
+    """``cyaron`` and the packages it requires (transitively), to be bound into the sandbox."""
+    import importlib.metadata as md
+    import re
+    from importlib.machinery import PathFinder  # not importlib.util.find_spec: colorful replaces
+    # its own sys.modules entry with an object that has no __spec__
 
-    std = sysconfig.get_paths()["stdlib"] + "/"
-    mods = {m.split(".")[0] for m in set(sys.modules) - before}
-    third = {m for m in mods if (getattr(sys.modules.get(m), "__file__", None) or std).startswith(std) is False}
-    return ["cyaron"] + sorted(third - {"cyaron"})
+    if PathFinder.find_spec("cyaron") is None:
+        raise UserError("test generation needs CYaRon: pip install 'longrl[code]' (or pip install cyaron)")
+    out, todo = [], ["cyaron"]
+    while todo:
+        name = todo.pop()
+        mod = name.lower().replace("-", "_")
+        if mod in out or PathFinder.find_spec(mod) is None:
+            continue
+        out.append(mod)
+        try:
+            reqs = md.requires(name) or []
+        except md.PackageNotFoundError:
+            reqs = []
+        todo += [re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0] for r in reqs if "extra ==" not in r]
+    return out
 
 
 @dataclass

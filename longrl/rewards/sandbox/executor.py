@@ -18,9 +18,13 @@ Isolation of one run (k1.5 used crun with pre-created cgroups and a tmpfs overla
 * **rlimits**: CPU seconds (SIGXCPU, then SIGKILL a second later), address space, file size
   (SIGXFSZ), open files, processes, no core dumps.
 * **Wall clock and output cap** enforced by the parent: on expiry or overflow it SIGKILLs the
-  namespace's init through a pidfd (no pid-reuse race), which takes every process in the
-  namespace with it, then reaps bwrap. Orphans never reach the host's PID 1 (NOTES: it reaps
-  lazily and zombies piled up until bwrap could not fork).
+  namespace's pid 1 through a pidfd (no pid-reuse race), which takes every process in the
+  namespace with it, then reaps bwrap.
+* **No orphans** (NOTES: the host's PID 1 reaps lazily and zombies piled up until bwrap could not
+  fork): the stub runs as the namespace's pid 1 (``--as-pid-1``), so bwrap itself reaps it. With
+  bwrap's own init in between, bwrap exits on the init's exit report without reaping it; the
+  orphaned init then sat as a zombie of the host's PID 1, still charged to the cell's pids
+  cgroup, and after a few hundred runs the next start failed with "Can't fork for pid 1".
 
 Warm workers: each cell keeps one process started ahead of need (bwrap + ``python -I -S`` + the
 stub, privileges already dropped, blocked reading its job channel). A run costs sending the job
@@ -45,6 +49,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,8 +384,13 @@ class Sandbox:
             self._free.put(c)
         self._closed = False
         self._lock = threading.Lock()
+        # Every sandbox process is started from this one long-lived thread. bwrap's
+        # --die-with-parent uses PR_SET_PDEATHSIG, which fires when the *thread* that forked it
+        # exits: processes started from a caller's short-lived worker thread were SIGKILLed
+        # (and misread as "killed" verdicts) as soon as that thread pool shut down.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner")
         for c in self.cells:  # warm the whole pool now: start-up costs are paid before the first run
-            self._spawn(c, "run")
+            self._spawn_now(c, "run")
 
     # ------------------------------------------------------------------ public API
     def run(self, code: str, lang: str = "python", stdin: bytes | str = b"", limits: Limits | None = None) -> RunResult:
@@ -423,6 +433,7 @@ class Sandbox:
             if self._closed:
                 return
             self._closed = True
+        self._spawner.shutdown(wait=True)
         for c in self.cells:
             if c.proc is not None:
                 os.close(c.proc.jobs_w)  # EOF: a warm stub exits on its own
@@ -458,12 +469,12 @@ class Sandbox:
             raise SandboxError("sandbox is closed")
         cell = self._free.get()
         try:
-            if cell.proc is None or cell.flavor != flavor:
+            if cell.proc is None or cell.flavor != flavor or cell.proc.popen.poll() is not None:
                 self._retire(cell)
-                self._spawn(cell, flavor)
+                self._spawn_now(cell, flavor)
             if not self._wait_ready(cell):  # a warm process that died: one fresh try
                 self._retire(cell)
-                self._spawn(cell, flavor)
+                self._spawn_now(cell, flavor)
                 if not self._wait_ready(cell):
                     err = cell.proc.buf["err"].decode("utf-8", "replace")[-2000:] if cell.proc else ""
                     self._retire(cell)
@@ -475,12 +486,24 @@ class Sandbox:
 
     def _release(self, cell: _Cell) -> None:
         self._retire(cell)
-        if not self._closed:
+        if self._closed:
+            self._free.put(cell)
+            return
+
+        def respawn() -> None:  # the next job's process starts now, off the caller's path
             try:
-                self._spawn(cell, "run")  # the next job's process starts now, off its critical path
+                self._spawn(cell, "run")
             except OSError:
-                cell.proc = None
-        self._free.put(cell)
+                cell.proc = None  # _acquire tries again and reports the error
+            self._free.put(cell)
+
+        try:
+            self._spawner.submit(respawn)
+        except RuntimeError:  # closed meanwhile
+            self._free.put(cell)
+
+    def _spawn_now(self, cell: _Cell, flavor: str) -> None:
+        self._spawner.submit(self._spawn, cell, flavor).result()
 
     def _retire(self, cell: _Cell) -> None:
         if cell.proc is not None:
@@ -558,7 +581,7 @@ class Sandbox:
     def _bwrap_cmd(self, flavor: str, info_fd: int) -> list[str]:
         # The environment is the one Popen hands bwrap (``_env``): the grader's never enters.
         cmd = [self.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--info-fd", str(info_fd),
+               "--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session", "--info-fd", str(info_fd),
                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to drop uid
         binds = [self.prefix]
         multiarch = sysconfig.get_config_var("MULTIARCH") or ""
@@ -592,11 +615,11 @@ class Sandbox:
         return cmd
 
     def _package_binds(self, names: list[str]) -> list[tuple[str, str]]:
-        import importlib.util
+        from importlib.machinery import PathFinder  # searches sys.path, ignores sys.modules
 
         out = []
         for name in names:
-            spec = importlib.util.find_spec(name)
+            spec = PathFinder.find_spec(name)
             if spec is None or spec.origin is None and not spec.submodule_search_locations:
                 raise UserError(f"sandbox python_packages: {name!r} is not installed here")
             src = list(spec.submodule_search_locations)[0] if spec.submodule_search_locations else spec.origin
