@@ -153,9 +153,9 @@ needs_data = pytest.mark.skipif(DATA is None, reason="benchmark data not found (
 @pytest.mark.parametrize("name", ["math500", "gsm8k", "minerva_math"])
 def test_reference_solutions_grade_correct_and_other_answers_do_not(scorer, name):
     # A sample keeps this fast; bench/math_grader.py runs the full sets.
-    prompts = random.Random(0).sample(load_math_benchmark(name, DATA), 40)
+    prompts = random.Random(0).sample(load_math_benchmark(name, DATA), 25)
     sols = [p.tags["solution"] for p in prompts]
-    assert sum(s.correct for s in scorer(prompts, sols)) >= 39
+    assert sum(s.correct for s in scorer(prompts, sols)) >= 24
     others = sols[1:] + sols[:1]
     pairs = [(p, o) for p, o, q in zip(prompts, others, prompts[1:] + prompts[:1]) if p.reference != q.reference]
     accepted = sum(s.correct for s in scorer([p for p, _ in pairs], [o for _, o in pairs]))
