@@ -1,7 +1,7 @@
 """Tagged-JSON codec for values crossing the sandbox boundary (function-call tests).
 
 This file is imported by the trusted parent *and* pasted verbatim into the in-sandbox stub (it
-must stay standard-library only and free of imports beyond ``json``). The untrusted side may
+must stay standard-library only, importing nothing at module level). The untrusted side may
 replace or patch its copy: that is harmless, because the parent decodes with its own copy, and the
 decoder only ever builds plain built-in values (``None``, ``bool``, ``int``, ``float``, ``str``,
 ``bytes``, ``complex``, ``list``, ``tuple``, ``dict``, ``set``, ``frozenset``). An object whose
@@ -12,8 +12,6 @@ Encoding: JSON scalars stand for themselves, a JSON list is a Python list, and e
 is a one-key JSON object whose key is its tag, e.g. ``{"tuple": [1, 2]}``. Floats that JSON cannot
 hold (nan, inf) and ints of 19+ digits (JSON readers differ on those) are tagged too.
 """
-
-import json
 
 _MAX_DEPTH = 64  # deeper values are refused on both sides: protects the parent's recursion
 
@@ -87,8 +85,12 @@ def decode_value(y, _depth=0):
 
 
 def dumps_value(x):
+    import json  # imported here: json costs the stub ~8 ms (re, enum), paid only when used
+
     return json.dumps(encode_value(x), allow_nan=False)
 
 
 def loads_value(s):
+    import json
+
     return decode_value(json.loads(s))

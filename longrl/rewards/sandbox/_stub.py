@@ -14,10 +14,14 @@
 # Nothing here is a security boundary against the code it runs: the untrusted code can rewrite
 # this stub's memory. The parent trusts only what it observes from outside (exit status, captured
 # bytes, replies that carry the per-call nonce it chose) and decides every verdict itself.
+import marshal
 import os
 import sys
 
-CFG = json.loads(sys.argv[1])  # noqa: F821 - json comes from the pasted codec
+# Parent -> stub messages are marshal data (trusted, and marshal is built in: no import cost);
+# stub -> parent replies are JSON, which the parent parses as untrusted. ``json`` costs ~8 ms of
+# start-up (it pulls in re and enum), so plain runs never import it: their only reply is READY.
+CFG = marshal.loads(bytes.fromhex(sys.argv[1]))
 R, W = CFG["rfd"], CFG["wfd"]  # job channel (parent -> stub) and reply channel (stub -> parent)
 
 
@@ -27,9 +31,14 @@ def _write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def send(head, payload=b""):
-    h = json.dumps(head).encode()  # noqa: F821
-    _write_all(W, len(h).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + h + payload)
+def send_raw(head, payload=b""):
+    _write_all(W, len(head).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + head + payload)
+
+
+def send(obj, payload=b""):
+    import json
+
+    send_raw(json.dumps(obj).encode(), payload)
 
 
 def _read_exact(n):
@@ -49,7 +58,7 @@ def recv():
         return None, b""
     head = _read_exact(int.from_bytes(h[:4], "big"))
     payload = _read_exact(int.from_bytes(h[4:], "big")) or b""
-    return json.loads(head), payload  # noqa: F821
+    return marshal.loads(head), payload
 
 
 if CFG.get("uid") is not None and os.getuid() == 0:
@@ -62,7 +71,7 @@ os.umask(0o077)
 import resource  # noqa: E402 - after the drop: nothing before it needs it
 for _p in CFG.get("preload", ()):
     __import__(_p)  # e.g. cyaron for test generators: paid during warm-up, not per run
-send({"ready": True})
+send_raw(b'{"ready": true}')
 
 job, blob = recv()
 if job is None:  # the pool is shutting down
@@ -108,17 +117,33 @@ if kind == "compile":
     if os.waitstatus_to_exitcode(status) == 0 and os.path.exists(job["collect"]):
         with open(job["collect"], "rb") as f:
             out = f.read()
-    send({"compiled": os.waitstatus_to_exitcode(status)}, out)
+    send_raw(b'{"compiled": %d}' % os.waitstatus_to_exitcode(status), out)
     os._exit(0)
+
+if kind != "compile":
+    # Run the job in a child and stay behind as the namespace's pid 1 (bwrap --as-pid-1): the
+    # kernel ignores signals a pid 1 sends itself (abort, kill(getpid())), so the job must not be
+    # pid 1; and pid 1 must reap what the job orphans. The job's exit status becomes ours,
+    # a death by signal N as 128 + N (what bwrap would report).
+    job_pid = os.fork()
+    if job_pid:
+        os.close(R)
+        os.close(W)
+        while True:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                os._exit(1)
+            if pid == job_pid:
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(code if code >= 0 else 128 - code)
 
 if kind == "exec":
     os.close(R)
     os.close(W)
     os.execv(job["argv"][0], job["argv"])
 
-import types  # noqa: E402
-
-main = types.ModuleType("__main__")
+main = type(sys)("__main__")  # a fresh module object, without importing `types`
 main.__dict__["__file__"] = os.path.abspath("main.py")
 sys.modules["__main__"] = main
 sys.argv = ["main.py"]

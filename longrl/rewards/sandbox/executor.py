@@ -36,6 +36,7 @@ ready while the other one restarts.
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import os
 import queue
@@ -149,8 +150,10 @@ class _Cgroup:
             dirs[ctl] = d
         return _Cgroup(dirs["pids"], dirs["memory"])
 
-    def procs_files(self) -> list[str]:
-        return [str(self.pids / "cgroup.procs"), str(self.mem / "cgroup.procs")]
+    def join(self, pids: set[int]) -> None:
+        for d in (self.pids, self.mem):
+            for pid in pids:
+                (d / "cgroup.procs").write_text(str(pid))
 
     def set_limits(self, limits: Limits) -> None:
         (self.pids / "pids.max").write_text(str(limits.nproc + 4))  # + bwrap, its init, the stub
@@ -285,7 +288,7 @@ class _Proc:
         return head
 
     def send(self, head: dict, payload: bytes = b"") -> None:
-        h = json.dumps(head).encode()
+        h = marshal.dumps(head)  # to the stub, which must not pay for importing json
         data = memoryview(len(h).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + h + payload)
         while data:
             data = data[os.write(self.jobs_w, data) :]
@@ -536,7 +539,16 @@ class Sandbox:
                 if not chunk:
                     break
                 info += chunk
-            proc.init_pidfd = os.pidfd_open(json.loads(info)["child-pid"])
+            child = json.loads(info)["child-pid"]
+            proc.init_pidfd = os.pidfd_open(child)
+        else:
+            child = proc.popen.pid
+        if cell.cgroup:
+            # Join the cell's cgroups now: bwrap (no init of its own with --as-pid-1) and the
+            # stub are the only processes, and the stub forks nothing before its job arrives.
+            # (Cheaper than a `sh -c 'echo $$ > cgroup.procs; exec bwrap'` wrapper per run.)
+            cell.cgroup.set_limits(self.cfg.limits)
+            cell.cgroup.join({proc.popen.pid, child})
         return True
 
     def _spawn(self, cell: _Cell, flavor: str) -> None:
@@ -547,7 +559,7 @@ class Sandbox:
                "pythonpath": ["/opt/longrl-py"] if self._pkg_binds else []}
         if self.bwrap:
             info_r, info_w = os.pipe()
-            cmd = self._bwrap_cmd(flavor, info_w) + [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
+            cmd = self._bwrap_cmd(flavor, info_w) + [self.python, "-I", "-S", "-c", STUB_SOURCE, marshal.dumps(cfg).hex()]
             cwd = "/"
         else:
             cell.hostdir = tempfile.mkdtemp(prefix="longrl-unsafe-")
@@ -555,13 +567,8 @@ class Sandbox:
                 os.chown(cell.hostdir, cell.uid, cell.uid)
             cfg["workdir"] = cell.hostdir
             cfg["pythonpath"] = sorted({str(Path(s).parent) for s, _ in self._pkg_binds})
-            cmd = [self.python, "-I", "-S", "-c", STUB_SOURCE, json.dumps(cfg)]
+            cmd = [self.python, "-I", "-S", "-c", STUB_SOURCE, marshal.dumps(cfg).hex()]
             cwd = cell.hostdir
-        if cell.cgroup:
-            cell.cgroup.set_limits(self.cfg.limits)
-            # join both cgroups before bwrap exists, so nothing it forks can start outside them
-            cmd = ["/bin/sh", "-c", 'echo $$ >"$1" && echo $$ >"$2" && shift 2 && exec "$@"', "sh",
-                   *cell.cgroup.procs_files(), *cmd]
         keep = [jobs_r, rep_w] + ([info_w] if info_w is not None else [])
         try:
             popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -704,7 +711,7 @@ def _status(code: int, killed_for: str | None, oom: bool, stderr: bytes) -> str:
         return "timeout"
     if sig == signal.SIGXFSZ:
         return "output_limit"
-    if (sig == signal.SIGABRT and b"bad_alloc" in tail) or (not sig and b"MemoryError" in tail):
+    if (sig and b"bad_alloc" in tail) or (not sig and b"MemoryError" in tail):
         return "memory"
     return "killed" if sig else "runtime_error"
 
