@@ -25,14 +25,17 @@ import logging
 import multiprocessing as mp
 import os
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 _BOOT_TIMEOUT = 120.0  # s: a worker that has not imported math-verify by then is broken
 _BOOT_FAILURES = 3  # consecutive failed starts before the pool gives up with an error
 _PREFETCH = 2  # checks sent to a worker ahead of its results
+_AFFINITY_WINDOW = 64  # queued checks searched for one whose reference this worker has seen
 _PREFETCH_MAX_CHARS = 16_000  # larger checks are only sent to an idle worker (pipe buffer: 64 KiB)
 _PRELOADED = False
 
@@ -205,15 +208,21 @@ class VerifyPool:
             raise RuntimeError("VerifyPool is closed")
         results: list[Outcome | None] = [None] * len(checks)
         queue = deque(range(len(checks)))
+        n = len(self._workers)
+        homes = [zlib.crc32(ref.encode("utf-8", "replace")) % n for _, ref in checks]
         while queue or any(w.inflight for w in self._workers):
-            self._dispatch(queue, checks)
+            self._dispatch(queue, checks, homes)
             self._collect(queue, results)
         return results  # type: ignore[return-value]
 
-    def _dispatch(self, queue: deque[int], checks: list[tuple[str, str]]) -> None:
+    def _dispatch(self, queue: deque[int], checks: list[tuple[str, str]], homes: list[int]) -> None:
         for i, w in enumerate(self._workers):
             while queue and w.ready and len(w.inflight) < _PREFETCH:
-                task = queue[0]
+                # Prefer a check whose reference lives on this worker: the k responses to one
+                # prompt share a reference, and math-verify's and sympy's caches then parse it
+                # once per worker instead of once per check. Otherwise take the oldest check.
+                j = next((j for j, t in enumerate(islice(queue, _AFFINITY_WINDOW)) if homes[t] == i), 0)
+                task = queue[j]
                 size = len(checks[task][0]) + len(checks[task][1])
                 # A queued message must fit the pipe buffer (64 KiB on Linux), or send() would
                 # block behind a check that may hang; big checks wait for an idle worker.
@@ -223,7 +232,7 @@ class VerifyPool:
                     w.conn.send((task, checks[task][0], checks[task][1]))
                 except (BrokenPipeError, OSError):
                     break  # the worker died; _collect notices, replaces it and requeues
-                queue.popleft()
+                del queue[j]
                 if not w.inflight:
                     w.head_since = time.monotonic()
                 w.inflight.append(task)
