@@ -28,6 +28,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -60,6 +61,17 @@ def _wrap(latex: str) -> str:
     return "\\boxed{" + latex + "}"
 
 
+@lru_cache(maxsize=4096)
+def _parse(latex: str, timeout: int | None) -> tuple:
+    """math-verify's parse, remembered: the k responses to a prompt share one reference, and
+    many of them give the same final answer. In a worker, a parse that hangs is killed with the
+    worker (and its cache) and so is never stored; in-process with math-verify's own timeout,
+    the empty result of a timed-out parse is stored like any other."""
+    from math_verify import parse
+
+    return tuple(parse(_wrap(latex), parsing_timeout=timeout))
+
+
 def verify_answer(answer: str, reference: str, *, timeout: int | None = None) -> str:
     """Compare one extracted answer with one reference using math-verify; returns a status.
 
@@ -67,16 +79,16 @@ def verify_answer(answer: str, reference: str, *, timeout: int | None = None) ->
     an integer uses them (main thread only), which is how the single-process baseline in
     ``bench/math_grader.py`` runs.
 
-    >>> verify_answer("\\\\dfrac{1}{2}", "0.5"), verify_answer("x = 3", "4")
+    >>> verify_answer("\\dfrac{1}{2}", "0.5"), verify_answer("x = 3", "4")
     ('ok', 'wrong')
     """
-    from math_verify import parse, verify
+    from math_verify import verify
     from sympy import Basic, MatrixBase
 
-    gold = parse(_wrap(reference), parsing_timeout=timeout)
+    gold = list(_parse(reference, timeout))
     if not gold:
         return "bad_reference"
-    pred = parse(_wrap(answer), parsing_timeout=timeout)
+    pred = list(_parse(answer, timeout))
     if not pred:
         return "parse_error"
     if verify(gold, pred, timeout_seconds=timeout):
