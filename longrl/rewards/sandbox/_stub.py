@@ -127,10 +127,16 @@ if kind != "compile":
     # kernel ignores signals a pid 1 sends itself (abort, kill(getpid())), so the job must not be
     # pid 1; and pid 1 must reap what the job orphans. The job's exit status becomes ours,
     # a death by signal N as 128 + N (what bwrap would report).
+    #
+    # Pid 1 then reports that status on the reply channel, which only it holds once the job has
+    # closed its copy (and pid 1 is out of the job's reach: signals from inside are ignored, and
+    # it is not dumpable after the uid change, so neither ptrace nor /proc/1/fd work). The parent
+    # can answer at once and leave the namespace teardown (several ms) off the run's latency.
     job_pid = os.fork()
     if job_pid:
         os.close(R)
-        os.close(W)
+        for fd in (0, 1, 2):
+            os.close(fd)  # so the job's output pipes close when the job's processes do
         while True:
             try:
                 pid, status = os.wait()
@@ -138,7 +144,9 @@ if kind != "compile":
                 os._exit(1)
             if pid == job_pid:
                 code = os.waitstatus_to_exitcode(status)
-                os._exit(code if code >= 0 else 128 - code)
+                code = code if code >= 0 else 128 - code
+                send_raw(b'{"exit": %d}' % code)
+                os._exit(code)
 
 if kind == "exec":
     os.close(R)

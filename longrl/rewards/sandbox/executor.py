@@ -274,6 +274,32 @@ class _Proc:
         finally:
             sel.close()
 
+    def drain(self, output_cap: int) -> None:
+        """Read what the output pipes hold right now, without waiting for them to close."""
+        sel = selectors.DefaultSelector()
+        try:
+            for k in ("out", "err"):
+                if self.open[k]:
+                    sel.register(self.popen.stdout.fileno() if k == "out" else self.popen.stderr.fileno(),
+                                 selectors.EVENT_READ, k)
+            while sel.get_map():
+                ready = sel.select(0)
+                if not ready:
+                    return
+                for key, _ in ready:
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        self.open[key.data] = False
+                        sel.unregister(key.fd)
+                        continue
+                    self.total_out += len(data)
+                    if self.total_out > output_cap:
+                        self.overflow = True
+                        return
+                    self.buf[key.data] += data
+        finally:
+            sel.close()
+
     def _take_frame(self) -> dict | None:
         b = self.buf["rep"]
         if len(b) < 8:
@@ -302,10 +328,18 @@ class _Proc:
         if why and self.killed_for is None:
             self.killed_for = why
         if self.init_pidfd is not None:
-            try:  # the namespace's init: the kernel then kills everything in the namespace
+            # The namespace's pid 1: the kernel kills everything in the namespace and bwrap,
+            # which stays alive, reaps it. bwrap itself must not be killed first: its child
+            # would be orphaned to the host's PID 1, which reaps lazily, and every such zombie
+            # stays charged to the cell's pids cgroup (measured: "Can't fork" after ~70 runs).
+            try:
                 signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        else:
+            self._killpg()  # no bubblewrap, or not started yet: the process group is all there is
+
+    def _killpg(self) -> None:
         if self.popen.poll() is None:
             try:
                 os.killpg(self.popen.pid, signal.SIGKILL)
@@ -316,7 +350,7 @@ class _Proc:
         try:
             code = self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.kill()
+            self._killpg()  # last resort
             code = self.popen.wait()
         for fd in (self.jobs_w, self.replies_r, self.info_r, self.init_pidfd):
             if fd is not None:
@@ -494,21 +528,21 @@ class Sandbox:
         return cell
 
     def _release(self, cell: _Cell) -> None:
-        self._retire(cell)
-        if self._closed:
-            self._free.put(cell)
-            return
-
-        def respawn() -> None:  # the next job's process starts now, off the caller's path
-            try:
-                self._spawn(cell, "run")
-            except OSError:
-                cell.proc = None  # _acquire tries again and reports the error
+        def respawn() -> None:
+            # Reap the finished process (its namespace teardown takes a few ms) and start the
+            # cell's next one: both off the caller's path.
+            self._retire(cell)
+            if not self._closed:
+                try:
+                    self._spawn(cell, "run")
+                except OSError:
+                    cell.proc = None  # _acquire tries again and reports the error
             self._free.put(cell)
 
         try:
             self._spawner.submit(respawn)
         except RuntimeError:  # closed meanwhile
+            self._retire(cell)
             self._free.put(cell)
 
     def _spawn_now(self, cell: _Cell, flavor: str) -> None:
@@ -678,8 +712,16 @@ class Sandbox:
         deadline = t0 + lim.time_s
         frame = None
         try:
-            frame = proc.pump(deadline, lim.output_bytes, want_frame=kind == "compile")
-            if frame is not None:  # the compile's result: drain what is left until the pipes close
+            frame = proc.pump(deadline, lim.output_bytes, want_frame=True)
+            if frame is not None and kind != "compile" and type(frame.get("exit")) is int:
+                # pid 1's report of the job's exit status: answer now; _release reaps the rest
+                proc.drain(lim.output_bytes)
+                if not proc.overflow:
+                    oom = cell.cgroup is not None and cell.cgroup.oom_kills() > oom0
+                    err = bytes(proc.buf["err"])
+                    return RunResult(_status(frame["exit"], None, oom, err), frame["exit"], bytes(proc.buf["out"]),
+                                     err[-8192:], time.monotonic() - t0), None
+            elif frame is not None:  # the compile's result: drain what is left until the pipes close
                 proc.pump(deadline, lim.output_bytes, want_frame=False)
         except (_Protocol, ValueError):
             proc.overflow = True
