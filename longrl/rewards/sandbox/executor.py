@@ -656,7 +656,14 @@ class Sandbox:
         for link in ("/lib", "/lib64", "/bin"):  # merged-/usr systems: keep the loader's paths valid
             if os.path.islink(link):
                 cmd += ["--symlink", os.readlink(link), link]
-        cmd += ["--dev", "/dev", "--proc", "/proc",
+        # A minimal /dev: four device binds instead of bwrap's --dev (a tmpfs, ~8 binds and a
+        # devpts mount; measured ~1 ms more per start). No tty, no /dev/shm.
+        cmd += ["--perms", "0755", "--dir", "/dev"]
+        for node in ("null", "zero", "urandom", "random"):
+            cmd += ["--dev-bind", f"/dev/{node}", f"/dev/{node}"]
+        for i, name in enumerate(("stdin", "stdout", "stderr")):
+            cmd += ["--symlink", f"/proc/self/fd/{i}", f"/dev/{name}"]
+        cmd += ["--symlink", "/proc/self/fd", "/dev/fd", "--proc", "/proc",
                 "--size", str(self.cfg.tmpfs_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
                 "--chdir", "/tmp"]
         return cmd
