@@ -13,7 +13,9 @@
    run itself when the pool is not saturated.
 
 Load from other processes is printed (1-minute load average) before and after: on a shared
-machine it lowers both columns; the ratio between them is the comparable figure.
+machine it lowers both columns; the ratio between them is the comparable figure. The CPU time
+per run (this process plus every reaped descendant) does not depend on that load; "idle
+capacity/core" = 1000 / (CPU ms per run) is what one idle core could sustain.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from longrl.rewards.sandbox import Sandbox  # noqa: E402
-from longrl.types import Prompt  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -70,11 +72,20 @@ def closed_loop(fn, runs: int, concurrency: int) -> dict:
         fn()
         lat.append(time.perf_counter() - t)
 
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as ex:
         list(ex.map(one, range(runs)))
     el = time.perf_counter() - t0
-    return {"runs": runs, "per_s": runs / el, "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * pct(lat, 0.99)}
+    return {"runs": runs, "per_s": runs / el, "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * pct(lat, 0.99),
+            "cpu_ms": 1000 * (cpu_seconds() - cpu0) / runs}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every reaped descendant (bwrap reaps the stub, which
+    reaps the job, so a finished run is fully counted): the load-independent cost of a run."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def main() -> int:
@@ -124,16 +135,19 @@ def main() -> int:
         warm.append(time.perf_counter() - t)
     sb.close()
 
-    print(f"\n| {'trivial program, ' + str(args.runs) + ' runs x 2 rounds':40s} | runs/s | per core | p50 ms | p99 ms |")
-    print(f"|{'-' * 42}|-------:|---------:|-------:|-------:|")
+    print(f"\n| {'trivial program, ' + str(args.runs) + ' runs x 2 rounds':40s} | runs/s | per core | p50 ms "
+          "| p99 ms | CPU ms/run | idle capacity/core |")
+    print(f"|{'-' * 42}|-------:|---------:|-------:|-------:|-----------:|-------------------:|")
     agg = {}
     for name, rs in results.items():
         per_s = statistics.mean(r["per_s"] for r in rs)
         p50 = statistics.mean(r["p50_ms"] for r in rs)
         p99 = max(r["p99_ms"] for r in rs)
+        cpu = statistics.mean(r["cpu_ms"] for r in rs)
         agg[name] = per_s
         label = "longrl sandbox (bwrap, warm pool)" if name == "sandbox" else "naive subprocess.run([python, -c])"
-        print(f"| {label:40s} | {per_s:6.1f} | {per_s / cores:8.1f} | {p50:6.1f} | {p99:6.1f} |")
+        print(f"| {label:40s} | {per_s:6.1f} | {per_s / cores:8.1f} | {p50:6.1f} | {p99:6.1f} | {cpu:10.1f} "
+              f"| {1000 / cpu:18.1f} |")
     print(f"\nsandbox / naive throughput: {agg['sandbox'] / agg['naive']:.2f}x; rounds: "
           + "; ".join(f"{n} " + ", ".join(f"{r['per_s']:.1f}/s" for r in rs) for n, rs in results.items()))
     print(f"warm latency (runs 50 ms apart): p50 {1000 * statistics.median(warm):.1f} ms, "
