@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from longrl.data.math import load_math_benchmark, shared_data_dir  # noqa: E402
 from longrl.rewards.math import MathScorer  # noqa: E402
 from longrl.rewards.math_extract import final_answer, is_hedged, reference_answer  # noqa: E402
-from longrl.rewards.math_pool import verify_answer  # noqa: E402
+from longrl.rewards.math_pool import _parse, _warm_up, verify_answer  # noqa: E402
+from sympy.core.cache import clear_cache  # noqa: E402
 from longrl.types import Prompt  # noqa: E402
 
 SETS = ("math500", "gsm8k", "minerva_math")
@@ -145,7 +146,11 @@ def throughput(args, data_dir: Path) -> list[dict]:
         prompts, responses, k = throughput_mix(data_dir, args.n, share, args.seed)
         scorer = MathScorer(timeout=args.timeout, workers=args.workers)
         scorer([prompts[0]] * 4, ["\\boxed{1}"] * 4)  # workers started and warm before the clock
-        verify_answer("1", "1", timeout=args.timeout)  # the baseline's imports, likewise
+        # The baseline warms up as the pool's workers do, then starts with cold caches as a new
+        # scorer's workers do (the two mixes share most of their answers).
+        _warm_up()
+        _parse.cache_clear()
+        clear_cache()
         pool_s = single_s = 0.0
         pool_lat: list[float] = []
         single_lat: list[float] = []
