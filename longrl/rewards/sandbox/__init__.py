@@ -1,7 +1,8 @@
 """The code-execution sandbox (DESIGN §6, k1.5 §2.6.4): isolated, limited, warm, also over HTTP.
 
 * :mod:`.executor` — :class:`Sandbox`: warm bubblewrap processes, one uid and cgroup per cell,
-  rlimits, wall clock, output cap; :class:`RpcSession` for function-call tests.
+  rlimits, wall clock, output cap (its process plumbing and cgroups in :mod:`._procs`).
+* :mod:`.rpc` — :class:`RpcSession`: function calls into a sandboxed program, for assert-style tests.
 * :mod:`.harness` — runs test cases (stdin/stdout pairs or assert-style tests) and decides every
   verdict in the trusted parent.
 * :mod:`.server` — ``longrl sandbox serve`` and :class:`SandboxClient` for remote reward workers.
@@ -13,7 +14,6 @@ boundary is produced by untrusted code, and no byte it prints may crash the trai
 
 from longrl.rewards.sandbox.executor import (
     LANGUAGES,
-    CallFailed,
     Limits,
     Program,
     RunResult,
@@ -21,5 +21,7 @@ from longrl.rewards.sandbox.executor import (
     SandboxConfig,
     SandboxError,
 )
+from longrl.rewards.sandbox.rpc import CallFailed, RpcSession
 
-__all__ = ["LANGUAGES", "CallFailed", "Limits", "Program", "RunResult", "Sandbox", "SandboxConfig", "SandboxError"]
+__all__ = ["LANGUAGES", "CallFailed", "Limits", "Program", "RpcSession", "RunResult", "Sandbox", "SandboxConfig",
+           "SandboxError"]

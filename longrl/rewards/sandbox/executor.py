@@ -41,7 +41,6 @@ import math
 import os
 import queue
 import secrets
-import selectors
 import shutil
 import signal
 import subprocess
@@ -53,9 +52,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longrl.errors import UserError
+from longrl.rewards.sandbox._procs import _cgroup_parents, _Cgroup, _Proc, _Protocol
+
+if TYPE_CHECKING:
+    from longrl.rewards.sandbox.rpc import RpcSession
 
 LANGUAGES = ("python", "cpp")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
@@ -65,7 +68,6 @@ STUB_SOURCE = (_HERE / "_codec.py").read_text() + "\n" + (_HERE / "_stub.py").re
 # Used only when the sandbox runs this very interpreter (marshal is version-specific).
 _STUB_LOADER = "import marshal,sys;exec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))"
 _STUB_CODE_HEX = marshal.dumps(compile(STUB_SOURCE, "<longrl-sandbox-stub>", "exec")).hex()
-_MAX_FRAME = 16 << 20  # a reply frame larger than this is a protocol violation (output_limit)
 
 
 class SandboxError(RuntimeError):
@@ -136,236 +138,6 @@ def _world_readable(path: str) -> bool:
 def _ancestors(path: str) -> list[str]:
     parts = Path(path).parts[1:-1]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-class _Cgroup:
-    """One cell's pids + memory cgroups (v1). ``None`` fields when a controller is unusable."""
-
-    def __init__(self, pids_dir: Path | None, mem_dir: Path | None):
-        self.pids, self.mem = pids_dir, mem_dir
-        self._mem_limit = int((mem_dir / "memory.limit_in_bytes").read_text())  # unlimited at first
-
-    @staticmethod
-    def create(parent: dict[str, Path], name: str) -> _Cgroup:
-        dirs = {}
-        for ctl in ("pids", "memory"):
-            d = parent[ctl] / name
-            d.mkdir()
-            dirs[ctl] = d
-        return _Cgroup(dirs["pids"], dirs["memory"])
-
-    def join(self, pids: set[int]) -> None:
-        for d in (self.pids, self.mem):
-            for pid in pids:
-                (d / "cgroup.procs").write_text(str(pid))
-
-    def set_limits(self, limits: Limits) -> None:
-        (self.pids / "pids.max").write_text(str(limits.nproc + 4))  # + bwrap, its init, the stub
-        want = limits.memory_mb << 20
-        if want == self._mem_limit:
-            return
-        files = ["memory.limit_in_bytes"]
-        if (self.mem / "memory.memsw.limit_in_bytes").exists():
-            files.append("memory.memsw.limit_in_bytes")  # swap too, or a bomb swaps instead of dying
-        # memsw must stay >= limit: raise memsw first, lower limit first
-        for f in files if want < self._mem_limit else reversed(files):
-            (self.mem / f).write_text(str(want))
-        self._mem_limit = want
-
-    def oom_kills(self) -> int:
-        for line in (self.mem / "memory.oom_control").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return int((self.mem / "memory.failcnt").read_text())
-
-    def kill_all(self) -> None:
-        """SIGKILL whatever is left in the cell (nothing, normally: the pid namespace died)."""
-        for _ in range(100):
-            pids = [int(p) for p in (self.pids / "cgroup.procs").read_text().split()]
-            if not pids:
-                return
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-
-    def remove(self) -> None:
-        for d in (self.pids, self.mem):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-
-
-def _cgroup_parents(tag: str) -> dict[str, Path] | None:
-    """Create ``<own cgroup>/<tag>`` under the v1 pids and memory hierarchies, or None."""
-    own = {}
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, ctls, path = line.split(":", 2)
-            for c in ctls.split(","):
-                own[c] = path
-        out = {}
-        for ctl in ("pids", "memory"):
-            root = Path("/sys/fs/cgroup") / ctl
-            if ctl not in own or not (root / "cgroup.procs").exists():
-                return None
-            d = root / own[ctl].lstrip("/") / tag
-            d.mkdir(parents=True, exist_ok=True)
-            out[ctl] = d
-        return out
-    except OSError:
-        return None
-
-
-class _Proc:
-    """One started sandbox process and its pipes, seen from the parent."""
-
-    def __init__(self, popen: subprocess.Popen, jobs_w: int, replies_r: int, info_r: int | None):
-        self.popen, self.jobs_w, self.replies_r, self.info_r = popen, jobs_w, replies_r, info_r
-        self.init_pidfd: int | None = None
-        self.buf = {"out": bytearray(), "err": bytearray(), "rep": bytearray()}
-        self.open = {"out": True, "err": True, "rep": True}
-        self.total_out = 0
-        self.overflow = False
-        self.killed_for: str | None = None
-        self.ready = False
-
-    # --- reading -------------------------------------------------------------------------
-    def pump(self, deadline: float, output_cap: int, want_frame: bool) -> dict | None:
-        """Read the pipes until a full reply frame (``want_frame``), or all pipes close, or the
-        deadline. Returns the frame's ``(head, payload)`` head with payload under ``_payload``."""
-        sel = selectors.DefaultSelector()
-        fds = {"out": self.popen.stdout.fileno(), "err": self.popen.stderr.fileno(), "rep": self.replies_r}
-        try:
-            for k, fd in fds.items():
-                if self.open[k]:
-                    sel.register(fd, selectors.EVENT_READ, k)
-            while True:
-                if want_frame:
-                    frame = self._take_frame()
-                    if frame is not None:
-                        return frame
-                if not any(self.open.values()):
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                for key, _ in sel.select(left):
-                    k = key.data
-                    data = os.read(key.fd, 1 << 16)
-                    if not data:
-                        self.open[k] = False
-                        sel.unregister(key.fd)
-                        continue
-                    if k == "rep":
-                        self.buf[k] += data
-                        if len(self.buf[k]) > _MAX_FRAME + 8:
-                            self.overflow = True
-                            return None
-                        continue
-                    self.total_out += len(data)
-                    if self.total_out > output_cap:
-                        self.overflow = True
-                        return None
-                    self.buf[k] += data
-        finally:
-            sel.close()
-
-    def drain(self, output_cap: int) -> None:
-        """Read what the output pipes hold right now, without waiting for them to close."""
-        sel = selectors.DefaultSelector()
-        try:
-            for k in ("out", "err"):
-                if self.open[k]:
-                    sel.register(self.popen.stdout.fileno() if k == "out" else self.popen.stderr.fileno(),
-                                 selectors.EVENT_READ, k)
-            while sel.get_map():
-                ready = sel.select(0)
-                if not ready:
-                    return
-                for key, _ in ready:
-                    data = os.read(key.fd, 1 << 16)
-                    if not data:
-                        self.open[key.data] = False
-                        sel.unregister(key.fd)
-                        continue
-                    self.total_out += len(data)
-                    if self.total_out > output_cap:
-                        self.overflow = True
-                        return
-                    self.buf[key.data] += data
-        finally:
-            sel.close()
-
-    def _take_frame(self) -> dict | None:
-        b = self.buf["rep"]
-        if len(b) < 8:
-            return None
-        hl, pl = int.from_bytes(b[:4], "big"), int.from_bytes(b[4:8], "big")
-        if hl + pl > _MAX_FRAME:
-            self.overflow = True
-            raise _Protocol("reply frame too large")
-        if len(b) < 8 + hl + pl:
-            return None
-        head = json.loads(bytes(b[8 : 8 + hl]))
-        if not isinstance(head, dict):
-            raise _Protocol("reply frame is not an object")
-        head["_payload"] = bytes(b[8 + hl : 8 + hl + pl])
-        del b[: 8 + hl + pl]
-        return head
-
-    def send(self, head: dict, payload: bytes = b"") -> None:
-        h = marshal.dumps(head)  # to the stub, which must not pay for importing json
-        data = memoryview(len(h).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + h + payload)
-        while data:
-            data = data[os.write(self.jobs_w, data) :]
-
-    # --- ending --------------------------------------------------------------------------
-    def kill(self, why: str | None = None) -> None:
-        if why and self.killed_for is None:
-            self.killed_for = why
-        if self.init_pidfd is not None:
-            # The namespace's pid 1: the kernel kills everything in the namespace and bwrap,
-            # which stays alive, reaps it. bwrap itself must not be killed first: its child
-            # would be orphaned to the host's PID 1, which reaps lazily, and every such zombie
-            # stays charged to the cell's pids cgroup (measured: "Can't fork" after ~70 runs).
-            try:
-                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        else:
-            self._killpg()  # no bubblewrap, or not started yet: the process group is all there is
-
-    def _killpg(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def reap(self) -> int:
-        try:
-            code = self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._killpg()  # last resort
-            code = self.popen.wait()
-        for fd in (self.jobs_w, self.replies_r, self.info_r, self.init_pidfd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.jobs_w = self.replies_r = self.info_r = self.init_pidfd = None
-        self.popen.stdout.close()
-        self.popen.stderr.close()
-        return code
-
-
-class _Protocol(Exception):
-    """The untrusted side broke the framing of the reply channel."""
 
 
 class _Cell:
@@ -469,6 +241,8 @@ class Sandbox:
 
     def session(self, code: str, limits: Limits | None = None) -> RpcSession:
         """Load Python ``code`` in a fresh sandbox process and call its functions (see RpcSession)."""
+        from longrl.rewards.sandbox.rpc import RpcSession
+
         return RpcSession(self, code, limits or self.cfg.limits)
 
     def close(self) -> None:
@@ -794,102 +568,3 @@ class Program:
 
     lang: str
     payload: bytes
-
-
-class CallFailed(Exception):
-    """A function call in the sandbox did not return a value. ``verdict`` says why; ``fatal``
-    means the process is gone (a new session is needed for further calls)."""
-
-    def __init__(self, verdict: str, message: str, fatal: bool):
-        super().__init__(message)
-        self.verdict, self.fatal = verdict, fatal
-
-
-class RpcSession:
-    """Python code loaded once in a sandbox process; its functions called with plain values.
-
-    The trusted side owns the verdict: it sends ``(nonce, function, args)``; the answer counts
-    only if it carries that nonce, and its value is decoded into plain built-in types (see
-    ``_codec``) before any comparison, which happens in the caller's process.
-    """
-
-    def __init__(self, sandbox: Sandbox, code: str, limits: Limits):
-        self.sb, self.lim = sandbox, limits
-        self.cell: _Cell | None = sandbox._acquire("run")
-        self.proc = self.cell.proc
-        self.oom0 = self.cell.cgroup.oom_kills() if self.cell.cgroup else 0
-        nonce = secrets.token_hex(16)
-        # one CPU budget for the whole session: every call's wall clock is enforced separately
-        head = sandbox._job_head(self.cell, "rpc", {"main.py": 0o600}, [code.encode()], limits,
-                                 cpu_s=int(min(600, 10 * math.ceil(limits.time_s))) + 1, code=code, nonce=nonce)
-        try:
-            self.proc.send(head, code.encode())
-        except BrokenPipeError:
-            pass
-        self._expect(nonce, "loaded", time.monotonic() + limits.time_s)
-
-    def call(self, fn: str, args: tuple, deadline: float | None = None) -> Any:
-        from longrl.rewards.sandbox._codec import decode_value, encode_value
-
-        if self.proc is None:
-            raise CallFailed("runtime_error", "the sandbox process has exited", fatal=True)
-        nonce = secrets.token_hex(16)
-        try:
-            self.proc.send({"id": nonce, "fn": fn, "args": encode_value(tuple(args))})
-        except BrokenPipeError:
-            pass
-        frame = self._expect(nonce, "id", deadline or time.monotonic() + self.lim.time_s)
-        if "error" in frame:
-            raise CallFailed("runtime_error", str(frame["error"])[:500], fatal=False)
-        try:
-            return decode_value(frame.get("value"))
-        except (ValueError, TypeError, RecursionError, MemoryError) as e:
-            raise CallFailed("runtime_error", f"unreadable return value: {e}", fatal=False) from None
-
-    def _expect(self, nonce: str, key: str, deadline: float) -> dict:
-        while True:
-            try:
-                frame = self.proc.pump(deadline, self.lim.output_bytes, want_frame=True)
-            except (_Protocol, ValueError):
-                self.proc.overflow = True
-                frame = None
-            if frame is not None:
-                if frame.get(key) == nonce:
-                    return frame
-                continue  # a frame the stub did not send for this call: ignored
-            why = "output_limit" if self.proc.overflow else ("timeout" if any(self.proc.open.values()) else None)
-            res = self._finish(why)
-            raise CallFailed(res.status if res.status != "ok" else "runtime_error",
-                             f"no answer ({res.status}, exit {res.exit_code}): "
-                             + res.stderr.decode("utf-8", "replace")[-300:], fatal=True)
-
-    def _finish(self, why: str | None) -> RunResult:
-        proc, cell = self.proc, self.cell
-        if why:
-            proc.kill(why)
-        elif proc.popen.poll() is None:
-            os.close(proc.jobs_w)
-            proc.jobs_w = None
-            try:
-                proc.popen.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                proc.kill("timeout")
-        code = proc.reap()
-        oom = cell.cgroup is not None and cell.cgroup.oom_kills() > self.oom0
-        res = RunResult(_status(code, proc.killed_for, oom, bytes(proc.buf["err"])), code,
-                        bytes(proc.buf["out"]), bytes(proc.buf["err"][-8192:]), 0.0)
-        cell.proc = None
-        self.proc = None
-        self.sb._release(cell)
-        self.cell = None
-        return res
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self._finish(None)
-
-    def __enter__(self) -> RpcSession:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -36,7 +36,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from longrl.rewards.sandbox.executor import CallFailed, Limits, Program, RunResult, Sandbox
+from longrl.rewards.sandbox.executor import Limits, Program, RunResult, Sandbox
+from longrl.rewards.sandbox.rpc import CallFailed
 
 VERDICTS = ("ok", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit", "killed", "not_run")
 
