@@ -95,6 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
         host, port = server.server_address[:2]
         print(f"sandbox serving on http://{host}:{port} ({sb.isolation} isolation, "
               f"{len(sb.cells) // 2} concurrent runs, languages {sb.languages})", file=sys.stderr, flush=True)
+        import signal
+
+        def stop(signum: int, frame: object) -> None:
+            raise SystemExit(0)  # unwinds through `with Sandbox`: warm processes are ended, not orphaned
+
+        signal.signal(signal.SIGTERM, stop)
         try:
             server.serve_forever()
         finally:
