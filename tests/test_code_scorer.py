@@ -227,11 +227,21 @@ def test_remote_scorer_and_client(server):
     from longrl.rewards.code import CodeScorer
     from longrl.rewards.sandbox.server import SandboxClient
 
-    s = CodeScorer(url=server, token="s3cret", concurrency=2)
+    s = CodeScorer(url=server, token="s3cret", concurrency=2, time_limit=1.0)
     p = Prompt(id="p", text="", reference=ADD_REF, task="code")
-    good, bad = s([p, p], [fenced(ADD_PY), fenced("print(0)")])
+    fn_ref = {"test": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n",
+              "entry_point": "sq"}
+    q = Prompt(id="q", text="", reference=fn_ref, task="code")
+    good, bad, fn_good, fn_half, fn_exit, fn_loop = s(
+        [p, p, q, q, q, q],
+        [fenced(ADD_PY), fenced("print(0)"), fenced("def sq(x):\n    return x * x"), fenced("def sq(x):\n    return 4"),
+         fenced("import os\nos._exit(0)"), fenced("def sq(x):\n    while True: pass")])
     s.close()
     assert (good.value, good.reason, bad.reason) == (1.0, "ok", "wrong_answer")
+    assert (fn_good.value, fn_good.parts["verdicts"]) == (1.0, ["ok", "ok"])
+    assert fn_half.parts["verdicts"] == ["ok", "wrong_answer"]
+    assert fn_exit.parts["verdicts"] == ["runtime_error", "runtime_error"]
+    assert fn_loop.parts["verdicts"] == ["timeout", "not_run"]
     c = SandboxClient(server, "s3cret")
     res = c.run("print(input() * 2)", "python", "ab")
     assert (res.status, res.stdout) == ("ok", b"abab\n")

@@ -79,14 +79,15 @@ class CodeScorer:
             raise UserError("code scorer: time_limit must be > 0 seconds and memory_mb >= 16")
         self.limits = Limits(time_s=float(time_limit), memory_mb=int(memory_mb))
         self.sandbox: Sandbox | None = None
-        if url:
-            self.backend: Any = SandboxClient(url, token or os.environ.get("LONGRL_SANDBOX_TOKEN"))
+        if url:  # the harness still runs here: the server only runs the untrusted code
+            self.backend: Any = SandboxClient(url, token or os.environ.get("LONGRL_SANDBOX_TOKEN"),
+                                              limits=self.limits)
         else:
             self.sandbox = Sandbox(SandboxConfig(concurrency=self.workers, limits=self.limits,
                                                  unsafe_no_isolation=unsafe_no_isolation))
             self._self_test()
-            self.backend = self
-        self.languages = self.backend.languages if url else self.sandbox.languages
+            self.backend = self.sandbox
+        self.languages = self.backend.languages
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="code-reward")
 
     def _self_test(self) -> None:
@@ -95,9 +96,6 @@ class CodeScorer:
             self.sandbox.close()
             raise UserError("the code sandbox failed its self-test (print(6 * 7)): "
                             f"{res.status}, exit {res.exit_code}: {res.stderr.decode('utf-8', 'replace')[-500:]}")
-
-    def evaluate(self, code: str, lang: str, reference: Any):
-        return evaluate(self.sandbox, code, lang, reference)
 
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Score]:
         if len(prompts) != len(responses):
@@ -117,7 +115,7 @@ class CodeScorer:
         if lang not in self.languages:
             return Score(0.0, "unsupported_language", {"lang": lang})
         try:
-            ev = self.backend.evaluate(code, lang, prompt.reference)
+            ev = evaluate(self.backend, code, lang, ref)
         except Exception as e:  # noqa: BLE001 - sandbox boundary: a sandbox or server failure
             # scores this one response 0 with a reason; it never stops training
             return Score(0.0, "sandbox_error", {"detail": f"{type(e).__name__}: {e}"[:500], "lang": lang})
@@ -129,7 +127,4 @@ class CodeScorer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self.sandbox is not None:
-            self.sandbox.close()
-        else:
-            self.backend.close()
+        self.backend.close()

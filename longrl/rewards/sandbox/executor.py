@@ -239,6 +239,23 @@ class Sandbox:
             res, _ = self._job("exec", {"prog": 0o700}, [program.payload], stdin, lim, argv=["./prog"])
         return res
 
+    @property
+    def default_limits(self) -> Limits:
+        return self.cfg.limits
+
+    def run_batch(self, code: str, lang: str, inputs: list[str], limits: Limits | None = None
+                  ) -> tuple[RunResult | None, list[RunResult | None]]:
+        """Compile once and run once per input: ``(failed compile or None, results)``. After a
+        timeout the remaining inputs are not run (None): each would cost the full time limit."""
+        prog = self.prepare(code, lang, limits)
+        if isinstance(prog, RunResult):
+            return prog, [None] * len(inputs)
+        out: list[RunResult | None] = []
+        for inp in inputs:
+            out.append(None if any(r is not None and r.status == "timeout" for r in out)
+                       else self.execute(prog, inp, limits))
+        return None, out
+
     def session(self, code: str, limits: Limits | None = None) -> RpcSession:
         """Load Python ``code`` in a fresh sandbox process and call its functions (see RpcSession)."""
         from longrl.rewards.sandbox.rpc import RpcSession
@@ -253,8 +270,9 @@ class Sandbox:
         self._spawner.shutdown(wait=True)
         for c in self.cells:
             if c.proc is not None:
-                os.close(c.proc.jobs_w)  # EOF: a warm stub exits on its own
-                c.proc.jobs_w = None
+                if c.proc.jobs_w is not None:
+                    os.close(c.proc.jobs_w)  # EOF: a warm stub exits on its own
+                    c.proc.jobs_w = None
                 c.proc.kill()
                 c.proc.reap()
                 c.proc = None

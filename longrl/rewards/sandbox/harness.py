@@ -23,6 +23,10 @@ Cases of an assert-style test are the statements of ``check(candidate)`` that co
 asserts hold without calling the candidate at all (HumanEval's ``assert True``) tests nothing and
 is not counted.
 
+The test code is trusted data (like the config): it runs in the process that calls
+:func:`evaluate` (the reward worker, also with a remote sandbox server, which only ever runs code
+inside sandboxes), and may touch that process's global state such as the ``random`` module.
+
 After a case times out, the remaining cases are ``not_run`` (each would cost the full time limit;
 the reward is 0 either way). After any other death of the process a fresh one runs the next case.
 """
@@ -34,9 +38,9 @@ import builtins
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from longrl.rewards.sandbox.executor import Limits, Program, RunResult, Sandbox
+from longrl.rewards.sandbox.executor import Limits, Program, RunResult
 from longrl.rewards.sandbox.rpc import CallFailed
 
 VERDICTS = ("ok", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit", "killed", "not_run")
@@ -127,13 +131,26 @@ def _summarise(verdicts: list[str], detail: str = "") -> Evaluation:
     return Evaluation(verdicts, bad[0] if bad else "ok", detail if bad else "")
 
 
-def _limits(sb: Sandbox, ref: CodeReference) -> Limits:
-    base = sb.cfg.limits
+def _limits(sb: Backend, ref: CodeReference) -> Limits:
+    base = sb.default_limits
     return Limits(**{**asdict(base), **({"time_s": float(ref.time_limit)} if ref.time_limit else {}),
                      **({"memory_mb": ref.memory_mb} if ref.memory_mb else {})})
 
 
-def evaluate(sb: Sandbox, code: str, lang: str, ref: CodeReference | dict) -> Evaluation:
+class Backend(Protocol):
+    """What the harness needs from a sandbox: the local :class:`Sandbox`, or a
+    :class:`~longrl.rewards.sandbox.server.SandboxClient` for a remote one. Either way the
+    harness, the test code and the expected outputs stay in the caller's process."""
+
+    default_limits: Limits
+
+    def run_batch(self, code: str, lang: str, inputs: list[str], limits: Limits
+                  ) -> tuple[RunResult | None, list[RunResult | None]]: ...
+
+    def session(self, code: str, limits: Limits) -> Any: ...
+
+
+def evaluate(sb: Backend, code: str, lang: str, ref: CodeReference | dict) -> Evaluation:
     """Run ``code`` (language ``lang``) against every case of ``ref``."""
     ref = ref if isinstance(ref, CodeReference) else parse_reference(ref)
     if ref.kind == "stdio":
@@ -149,18 +166,17 @@ def outputs_match(got: bytes, expected: str) -> bool:
     return got.decode("utf-8", "replace").split() == expected.split()
 
 
-def _evaluate_stdio(sb: Sandbox, code: str, lang: str, ref: CodeReference) -> Evaluation:
-    lim = _limits(sb, ref)
-    prog = sb.prepare(code, lang, lim)
-    if isinstance(prog, RunResult):
-        return Evaluation(["not_run"] * len(ref.tests), "compile_error", prog.stderr.decode("utf-8", "replace")[-500:])
+def _evaluate_stdio(sb: Backend, code: str, lang: str, ref: CodeReference) -> Evaluation:
+    failed_compile, results = sb.run_batch(code, lang, [c["input"] for c in ref.tests], _limits(sb, ref))
+    if failed_compile is not None:
+        return Evaluation(["not_run"] * len(ref.tests), "compile_error",
+                          failed_compile.stderr.decode("utf-8", "replace")[-500:])
     verdicts: list[str] = []
     detail = ""
-    for case in ref.tests:
-        if "timeout" in verdicts:
+    for case, res in zip(ref.tests, results):
+        if res is None:  # not run: an earlier case timed out
             verdicts.append("not_run")
             continue
-        res = sb.execute(prog, case["input"], lim)
         v = res.status
         if v == "ok" and not outputs_match(res.stdout, case["output"]):
             v = "wrong_answer"
@@ -202,7 +218,7 @@ def _cases(test: str) -> tuple[list[ast.stmt], list[bool], str | None, list[ast.
 class _CandidateHost:
     """Owns the sandbox session for one program; restarts it after a non-timeout death."""
 
-    def __init__(self, sb: Sandbox, program: str, lim: Limits):
+    def __init__(self, sb: Backend, program: str, lim: Limits):
         self.sb, self.program, self.lim = sb, program, lim
         self.session = None
         self.deadline = 0.0
@@ -249,7 +265,7 @@ class _Proxy:
         return self.host.call(self.name, args)
 
 
-def _evaluate_function(sb: Sandbox, code: str, ref: CodeReference) -> Evaluation:
+def _evaluate_function(sb: Backend, code: str, ref: CodeReference) -> Evaluation:
     lim = _limits(sb, ref)
     host = _CandidateHost(sb, (ref.prefix + "\n\n" + code) if ref.prefix else code, lim)
     body, is_case, arg, setup = _cases(ref.test)
@@ -307,5 +323,5 @@ def counts(verdicts: list[str]) -> dict[str, int]:
     return dict(Counter(verdicts))
 
 
-__all__ = ["CodeReference", "Evaluation", "Program", "VERDICTS", "counts", "evaluate", "outputs_match",
+__all__ = ["Backend", "CodeReference", "Evaluation", "Program", "VERDICTS", "counts", "evaluate", "outputs_match",
            "parse_reference"]
