@@ -62,10 +62,11 @@ def _uid_procs(lo: int, hi: int) -> list[int]:
 def host_untouched(scorer, sentinel: Path):
     yield
     sb = scorer.sandbox
-    lo = sb.cfg.uid_base
+    uids = [c.uid for c in sb.cells]
+    lo, hi = min(uids), max(uids) + 1
     # only the warm (idle, not yet running any job) stubs may hold a sandbox uid
     for _ in range(50):
-        alive = _uid_procs(lo, lo + len(sb.cells))
+        alive = _uid_procs(lo, hi)
         if len(alive) <= len(sb.cells):
             break
         time.sleep(0.05)

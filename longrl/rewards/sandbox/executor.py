@@ -9,7 +9,8 @@ Isolation of one run (k1.5 used crun with pre-created cgroups and a tmpfs overla
   interpreter's prefix and the system library directory (the compiler's directories too, for a
   C++ compile); no ``/etc``, no ``/home``, no ``/root`` beyond the interpreter. The only
   writable place is a private, size-capped tmpfs ``/tmp``, which is also the working directory.
-* **An unprivileged uid per cell** (``uid_base + cell``): the stub drops from root to it before
+* **An unprivileged uid per cell** (claimed from ``uid_base`` up with a host-wide lock file, so
+  two pools, in one process or two, never share one): the stub drops from root to it before
   it reads a job. RLIMIT_NPROC is per real uid and does nothing for root (NOTES: a fork bomb got
   300 of 300 forks), so one uid per concurrently live process is what makes it bite.
 * **cgroups v1** per cell when writable (pids.max, memory.limit_in_bytes; an OOM kill is read
@@ -114,7 +115,7 @@ class SandboxConfig:
     """Options of the local sandbox; every field has a safe default."""
 
     concurrency: int = 0  # runs at once; 0 = os.cpu_count()
-    uid_base: int = 61000  # cell i runs as uid uid_base + i (must be unused on the host)
+    uid_base: int = 61000  # cells run as the first free uids from here (uids must be unused on the host)
     cgroups: str = "auto"  # "auto": use cgroup v1 pids+memory when writable; "off": rlimits only
     tmpfs_mb: int = 64  # size of the private /tmp (the work dir): "filling the disk" ends here
     unsafe_no_isolation: bool = False  # without bubblewrap run anyway (rlimits + uid only)
@@ -133,6 +134,30 @@ def _world_readable(path: str) -> bool:
     """Whether an unprivileged uid can reach and read ``path`` (o+x on every ancestor, o+r on it)."""
     p = Path(path)
     return all(os.stat(a).st_mode & 0o001 for a in p.parents) and bool(os.stat(p).st_mode & 0o004)
+
+
+def _claim_uids(base: int, count: int) -> list[tuple[int, int]]:
+    """``count`` uids from ``base`` up that no other live pool holds: ``(uid, lock fd)`` each.
+
+    One ``flock`` per uid in a root-owned directory; the kernel drops the lock when the holder
+    dies, so a crashed trainer never leaves uids claimed."""
+    import fcntl
+
+    lock_dir = Path("/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()) / "longrl-sandbox-uids"
+    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    out: list[tuple[int, int]] = []
+    uid = base
+    while len(out) < count:
+        if uid >= base + 65536:
+            raise SandboxError(f"no free sandbox uids in [{base}, {base + 65536})")
+        fd = os.open(lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            out.append((uid, fd))
+        except BlockingIOError:
+            os.close(fd)
+        uid += 1
+    return out
 
 
 def _ancestors(path: str) -> list[str]:
@@ -191,9 +216,10 @@ class Sandbox:
         # (pyenv under /root is 0700), the uid drop would break every import, so it is skipped and
         # only the pids cgroup bounds processes (a weaker setup, as the option's name says).
         drop = self.as_root and (self.bwrap is not None or _world_readable(self.prefix))
+        self._uid_locks = _claim_uids(cfg.uid_base, 2 * n) if drop else []
         for i in range(2 * n):
             cg = _Cgroup.create(parents, f"cell{i}") if parents else None
-            self.cells.append(_Cell(i, cfg.uid_base + i if drop else None, cg))
+            self.cells.append(_Cell(i, self._uid_locks[i][0] if drop else None, cg))
         self._free: queue.Queue[_Cell] = queue.Queue()
         for c in self.cells:
             self._free.put(c)
@@ -279,6 +305,9 @@ class Sandbox:
             self._cleanup_cell(c)
             if c.cgroup:
                 c.cgroup.remove()
+        for _, fd in self._uid_locks:
+            os.close(fd)  # releases the uid's lock
+        self._uid_locks = []
         if self._cg_parents:
             for d in self._cg_parents.values():
                 try:
