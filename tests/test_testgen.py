@@ -52,7 +52,8 @@ MAX_WRONG = ["input()\nprint(min(map(int, input().split())))",
              "input()\nprint(list(map(int, input().split()))[-1])"]
 
 DEMO_PROBLEMS = [
-    {"id": "sum", "statement": "Read n, then n integers; print their sum.", "generators": [SUM_GEN],
+    {"id": "sum", "statement": "Read n, then n integers; print their sum.",
+     "generators": [f"Here is a generator:\n```python\n{SUM_GEN}\n```"],  # as a model would answer
      "solutions": SUM_OK + [SUM_WRONG_50]},
     {"id": "sum-two-wrong", "statement": "Read n, then n integers; print their sum.", "generators": [SUM_GEN],
      "solutions": SUM_OK[:4] + [SUM_WRONG_SEVEN, SUM_WRONG_ELEVEN]},

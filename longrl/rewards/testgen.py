@@ -42,15 +42,15 @@ each run). Cover the whole range of the constraints: small, edge and maximal cas
 
 CYaRon essentials (`from cyaron import *`):
 - randint(a, b): a random integer in [a, b]; choice(seq); random.random()
-- Vector.random(n, [(lo, hi)]): n random ints as [[x], ...]; Vector.random(n, [(lo, hi), (lo, hi)]):
-  n pairs; Vector.random(n, [hi], 1): n distinct ints in [0, hi]
+- Vector.random(n, [(lo, hi)]): n DISTINCT random ints in [lo, hi] as [[x], ...] (mode 0, the
+  default); Vector.random(n, [(lo, hi)], 1): n ints that may repeat; Vector.random(n, [(lo, hi),
+  (lo, hi)]): n distinct pairs [[x, y], ...]; Vector.random(n, [(lo, hi)], 2): n floats
 - String.random(length, charset="abc"): a random string; String.random_sentence(words)
 - Sequence(lambda i, f: 2 * i + 1).get(1, n): a sequence defined by a formula
 - Graph.tree(n), Graph.binary_tree(n), Graph.graph(n, m, weight_limit=(1, 10),
   self_loop=False, repeated_edges=False), Graph.DAG(n, m), Graph.UDAG(n, m): graphs with
   vertices 1..n; print with g.to_str(output=Edge.unweighted_edge) (one "u v" a line) or
-  g.to_str() ("u v w" a line); shuffle=True by default
-- Polygon.convex_hull(n, fx=(0, 10**9), fy=(0, 10**9))
+  g.to_str() ("u v w" a line)
 Print with print(); join lists with " ".join(map(str, xs)).
 
 Example, for "the first line has n (1 <= n <= 1000), the second n integers in [-10^9, 10^9]":
@@ -93,6 +93,7 @@ def _problem(line: int, row: dict[str, Any]) -> Problem:
     gens = row.get("generators", [row["generator"]] if "generator" in row else None)
     if not isinstance(gens, list) or not gens or not all(isinstance(g, str) and g.strip() for g in gens):
         raise ValueError("'generators' must be a non-empty list of program texts")
+    gens = [_unfence(g) for g in gens]  # a model's answer to generator_prompt() may be used as is
     sols = []
     for i, s in enumerate(row.get("solutions") or []):
         lang, code = ("python", s) if isinstance(s, str) else (s.get("lang", "python"), s.get("code")) \
@@ -108,6 +109,17 @@ def _problem(line: int, row: dict[str, Any]) -> Problem:
     known = {"id", "generators", "generator", "solutions", "statement", "time_limit"}
     return Problem(str(pid), gens, sols, str(row.get("statement", "")), float(tl),
                    {k: v for k, v in row.items() if k not in known})
+
+
+def _unfence(text: str) -> str:
+    if "```" not in text:
+        return text
+    from longrl.rewards.code import extract_code
+
+    found = extract_code(text)
+    if found is None:
+        raise ValueError("a generator has a code fence but no complete code block")
+    return found[1]
 
 
 def load_problems(path: str | Path, skip_invalid: bool = False) -> list[Problem]:
