@@ -49,8 +49,12 @@ class _Cgroup:
         if (self.mem / "memory.memsw.limit_in_bytes").exists():
             files.append("memory.memsw.limit_in_bytes")  # swap too, or a bomb swaps instead of dying
         # memsw must stay >= limit: raise memsw first, lower limit first
-        for f in files if want < self._mem_limit else reversed(files):
-            (self.mem / f).write_text(str(want))
+        try:
+            for f in files if want < self._mem_limit else reversed(files):
+                (self.mem / f).write_text(str(want))
+        except OSError:  # EBUSY: below what the waiting stub already uses; RLIMIT_AS still holds
+            self._mem_limit = int((self.mem / "memory.limit_in_bytes").read_text())
+            return
         self._mem_limit = want
 
     def oom_kills(self) -> int:

@@ -206,6 +206,7 @@ class Sandbox:
         self.cxx = os.path.realpath(cxx) if cxx else ""
         self.languages = ["python"] + (["cpp"] if self.cxx else [])
         self._pkg_binds = self._package_binds(cfg.python_packages)
+        self._cmd_cache: dict[str, list[str]] = {}
         self.as_root = os.geteuid() == 0
         n = cfg.concurrency or os.cpu_count() or 1
         self._tag = f"longrl-sandbox-{os.getpid()}-{secrets.token_hex(3)}"
@@ -392,8 +393,8 @@ class Sandbox:
             return False
         proc.ready = True
         if proc.info_r is not None:
-            # bwrap's --info-fd names the namespace init's host pid. The stub answered READY, so
-            # that init is alive now: the pidfd cannot point at a recycled pid.
+            # bwrap's --info-fd names the host pid of the namespace's pid 1, the stub. It
+            # answered READY, so it is alive now: the pidfd cannot point at a recycled pid.
             info = b""
             while not info.rstrip().endswith(b"}"):
                 chunk = os.read(proc.info_r, 4096)
@@ -447,9 +448,14 @@ class Sandbox:
         return env
 
     def _bwrap_cmd(self, flavor: str, info_fd: int) -> list[str]:
+        if flavor not in self._cmd_cache:
+            self._cmd_cache[flavor] = self._build_bwrap_cmd(flavor)
+        return [self.bwrap, "--info-fd", str(info_fd)] + self._cmd_cache[flavor]
+
+    def _build_bwrap_cmd(self, flavor: str) -> list[str]:
         # The environment is the one Popen hands bwrap (``_env``): the grader's never enters.
-        cmd = [self.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-               "--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session", "--info-fd", str(info_fd),
+        cmd = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session",
                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to drop uid
         binds = [self.prefix]
         multiarch = sysconfig.get_config_var("MULTIARCH") or ""
