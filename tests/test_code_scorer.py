@@ -288,3 +288,13 @@ def test_cli_sandbox_run(tmp_path: Path, capsys):
     odd.write_text("fn main(){}")
     assert main(["sandbox", "run", str(odd)]) == 2
     assert "--lang" in capsys.readouterr().err
+
+
+@needs_bwrap
+def test_the_scorer_docstring_example_runs():
+    import doctest
+
+    import longrl.rewards.code as mod
+
+    res = doctest.testmod(mod, verbose=False)
+    assert res.attempted >= 5 and res.failed == 0

@@ -275,3 +275,23 @@ def test_honest_solution_passes_the_same_harness(scorer):
 def test_timeout_in_function_test_skips_the_rest(scorer):
     s = score(scorer, "def add(a, b):\n    while True: pass", HE_REF)
     assert s.parts["verdicts"] == ["timeout", "not_run", "not_run"], s  # `assert True` was not run either
+
+
+# ---------------------------------------------------------------- compiled code
+CPP_CASES = [
+    ("fork bomb", "#include <unistd.h>\nint main(){ while (1) fork(); }", ("timeout",)),
+    ("memory bomb", "#include <vector>\n#include <cstdio>\nint main(){ std::vector<char*> v; while (1) {"
+     " char *p = new char[1 << 24]; for (int i = 0; i < (1 << 24); i += 4096) p[i] = 1; v.push_back(p); } }",
+     ("memory",)),
+    ("infinite loop", "int main(){ volatile long x = 0; while (1) x++; }", ("timeout",)),
+    ("huge file", "#include <cstdio>\nint main(){ FILE *f = fopen(\"/tmp/big\", \"wb\"); static char b[1 << 20];"
+     " for (int i = 0; i < 64; i++) fwrite(b, 1, sizeof b, f); fclose(f); }", ("output_limit",)),
+    ("abort", "#include <cstdlib>\nint main(){ abort(); }", ("killed",)),
+]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.parametrize("name, code, reasons", CPP_CASES, ids=[c[0] for c in CPP_CASES])
+def test_cpp_attacks_are_contained(scorer, name, code, reasons):
+    ref = {**ECHO_REF, "time_limit": 2}
+    assert_contained(score(scorer, code, ref, lang="cpp"), *reasons)

@@ -52,6 +52,16 @@ def _read_exact(n):
     return b"".join(chunks)
 
 
+def _default_signals():
+    # Python ignores SIGPIPE and SIGXFSZ, and ignored signals stay ignored across exec: a
+    # compiled program must get the defaults, so that RLIMIT_FSIZE kills it (SIGXFSZ) as it
+    # would anywhere else. (_signal, not signal: that one imports enum, ~4 ms.)
+    import _signal
+
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
+
+
 def recv():
     h = _read_exact(8)
     if h is None:
@@ -113,6 +123,7 @@ if kind == "compile":
         os.close(R)
         os.close(W)
         os.dup2(2, 1)  # compiler diagnostics go to stderr
+        _default_signals()
         os.execv(job["argv"][0], job["argv"])
     _, status = os.waitpid(pid, 0)
     out = b""
@@ -151,6 +162,7 @@ if kind != "compile":
 if kind == "exec":
     os.close(R)
     os.close(W)
+    _default_signals()
     os.execv(job["argv"][0], job["argv"])
 
 main = type(sys)("__main__")  # a fresh module object, without importing `types`
