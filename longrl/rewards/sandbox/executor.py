@@ -455,8 +455,9 @@ class Sandbox:
     def _build_bwrap_cmd(self, flavor: str) -> list[str]:
         # The environment is the one Popen hands bwrap (``_env``): the grader's never enters.
         cmd = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-               "--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session",
-               "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to drop uid
+               "--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session"]
+        if self.as_root:  # unprivileged bwrap runs in a user namespace with no capabilities anyway
+            cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to drop uid
         binds = [self.prefix]
         multiarch = sysconfig.get_config_var("MULTIARCH") or ""
         for d in (f"/usr/lib/{multiarch}" if multiarch else "", "/usr/lib64", "/lib64", f"/lib/{multiarch}"):
