@@ -133,55 +133,62 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def throughput(args, data_dir: Path) -> list[dict]:
-    """Pool vs single process on the same responses, in ABBA order over two halves.
+    """Pool vs single process on the same responses, ``args.rounds`` rounds in ABBA order.
 
-    Pool on half 1, single process on half 1, single process on half 2, pool on half 2: a load
-    that grows or shrinks steadily during the run affects both sides alike. Each half is one
-    scorer call (one batch), as a trainer would send it. Pool latency is the time from handing a
+    Each side grades the whole mix as one batch (one scorer call, as a trainer sends it); the
+    pool goes first in even rounds and second in odd ones, so a load that grows or shrinks during
+    the run affects both sides alike. The per-round speed-ups show how much other work on the
+    machine moved the figures. Pool latency is the time from handing a
     check to a worker to its result (checks that reach math-verify); single-process latency is
     the time per answer, extraction included.
     """
     rows = []
     for share in (args.pathological, 0.0):
         prompts, responses, k = throughput_mix(data_dir, args.n, share, args.seed)
-        scorer = MathScorer(timeout=args.timeout, workers=args.workers)
-        scorer([prompts[0]] * 4, ["\\boxed{1}"] * 4)  # workers started and warm before the clock
-        # The baseline warms up as the pool's workers do, then starts with cold caches as a new
-        # scorer's workers do (the two mixes share most of their answers).
-        _warm_up()
-        _parse.cache_clear()
-        clear_cache()
         pool_s = single_s = 0.0
         pool_lat: list[float] = []
         single_lat: list[float] = []
-        pool_reasons: list[str | None] = [None] * len(prompts)
-        single_status: list[str | None] = [None] * len(prompts)
-        half = len(prompts) // 2
-        # ABBA order: pool, single on the first half; single, pool on the second half.
-        for a, b, first in ((0, half, "pool"), (half, len(prompts), "single")):
-            ps, rs = prompts[a:b], responses[a:b]
-            for who in (first, "single" if first == "pool" else "pool"):
-                t = time.perf_counter()
-                if who == "pool":
-                    scores = scorer(ps, rs)
-                    pool_s += time.perf_counter() - t
-                    pool_lat += [s.parts["seconds"] for s in scores if "seconds" in s.parts]
-                    pool_reasons[a:b] = [s.reason for s in scores]
-                else:
-                    status, lat = single_process(ps, rs, int(args.timeout), scorer.max_answer_chars)
-                    single_s += time.perf_counter() - t
-                    single_lat += lat
-                    single_status[a:b] = status
-        scorer.close()
-        agree = sum((a == "ok") == (b == "ok") for a, b in zip(pool_reasons, single_status))
+        ratios: list[float] = []
+        agree = 0
+        for r in range(args.rounds):  # pool first in even rounds, single first in odd ones
+            p_s, s_s, p_lat, s_lat, same = _round(args, prompts, responses, pool_first=r % 2 == 0)
+            pool_s, single_s = pool_s + p_s, single_s + s_s
+            pool_lat, single_lat = pool_lat + p_lat, single_lat + s_lat
+            ratios.append(s_s / p_s)
+            agree += same
+        n = len(prompts) * args.rounds
         rows.append({
             "mix": f"{len(prompts)} answers, {k} pathological ({share:.0%})",
-            "pool_rate": len(prompts) / pool_s, "single_rate": len(prompts) / single_s,
+            "pool_rate": n / pool_s, "single_rate": n / single_s, "ratios": ratios,
             "pool_p50": pct(pool_lat, 0.5), "pool_p99": pct(pool_lat, 0.99),
             "single_p50": pct(single_lat, 0.5), "single_p99": pct(single_lat, 0.99),
-            "agree": agree, "n": len(prompts), "timeouts": pool_reasons.count("timeout"),
+            "agree": agree, "n": n,
         })
     return rows
+
+
+def _round(args, prompts: list[Prompt], responses: list[str], pool_first: bool):
+    """One round: a new scorer, cold caches on both sides, the whole mix as one batch each."""
+    scorer = MathScorer(timeout=args.timeout, workers=args.workers)
+    scorer([prompts[0]] * 4, ["\\boxed{1}"] * 4)  # workers started and warm before the clock
+    # The baseline warms up as the pool's workers do, then starts with cold caches as a new
+    # scorer's workers do (the rounds and the two mixes share most of their answers).
+    _warm_up()
+    _parse.cache_clear()
+    clear_cache()
+    out = {}
+    for who in ("pool", "single") if pool_first else ("single", "pool"):
+        t = time.perf_counter()
+        if who == "pool":
+            scores = scorer(prompts, responses)
+            out["pool"] = (time.perf_counter() - t, [s.parts["seconds"] for s in scores if "seconds" in s.parts],
+                           [s.reason for s in scores])
+        else:
+            status, lat = single_process(prompts, responses, int(args.timeout), scorer.max_answer_chars)
+            out["single"] = (time.perf_counter() - t, lat, status)
+    scorer.close()
+    agree = sum((a == "ok") == (b == "ok") for a, b in zip(out["pool"][2], out["single"][2]))
+    return out["pool"][0], out["single"][0], out["pool"][1], out["single"][1], agree
 
 
 def main() -> int:
@@ -192,6 +199,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="answers in the throughput mix")
     ap.add_argument("--pathological", type=float, default=0.01, help="share of timeout inputs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=2, help="ABBA rounds per mix (other load is noisy)")
     ap.add_argument("--show", type=int, default=5, help="failures to print per set (stderr)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
@@ -218,12 +226,14 @@ def main() -> int:
 
     if not args.skip_throughput:
         rows = throughput(args, Path(data_dir))
-        print("\n| mix | pool answers/s | single answers/s | speed-up | pool p50 / p99 s "
+        print("\n| mix | pool answers/s | single answers/s | speed-up (per round) | pool p50 / p99 s "
               "| single p50 / p99 s | verdicts agree |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
+            per_round = ", ".join(f"{x:.2f}" for x in r["ratios"])
             print(f"| {r['mix']} | {r['pool_rate']:.1f} | {r['single_rate']:.1f} "
-                  f"| {r['pool_rate'] / r['single_rate']:.2f}x | {r['pool_p50']:.4f} / {r['pool_p99']:.3f} "
+                  f"| {r['pool_rate'] / r['single_rate']:.2f}x ({per_round}) "
+                  f"| {r['pool_p50']:.4f} / {r['pool_p99']:.3f} "
                   f"| {r['single_p50']:.4f} / {r['single_p99']:.3f} | {r['agree']}/{r['n']} |")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2 "
           "(other work on the machine slows the pool most)")

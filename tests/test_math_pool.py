@@ -135,3 +135,19 @@ def test_concurrent_calls_from_threads_get_their_own_results(scorer):
     assert {k: [s.reason for s in v] for k, v in results.items()} == {
         k: ["ok", "wrong"] * 3 for k in range(4)
     }
+
+
+def test_a_check_waiting_behind_a_hung_one_is_taken_over():
+    # Both checks share a reference whose home is worker 0, so worker 0 is sent both (one runs,
+    # one waits). Worker 1, idle, takes the waiting one over: the two hangs overlap and the
+    # batch ends after one timeout, not two.
+    import zlib
+
+    ref = next(r for r in map(str, range(100)) if zlib.crc32(r.encode()) % 2 == 0)
+    with VerifyPool(workers=2, timeout=TIMEOUT * 2) as pool:
+        pool.run([("1", "1"), ("2", "2")])  # both workers ready
+        t = time.perf_counter()
+        out = pool.run([("9^{9^{9^{9}}}", ref), ("7^{7^{7^{7}}}", ref)])
+        elapsed = time.perf_counter() - t
+    assert [o.status for o in out] == ["timeout", "timeout"]
+    assert elapsed < TIMEOUT * 2 * 1.75, elapsed

@@ -140,25 +140,45 @@ def _warm_up() -> None:
 
 
 def _worker_main(conn: Connection, memory_mb: int | None) -> None:
-    """Worker loop: receive ``(task_id, answer, reference)``, send ``(task_id, status)``."""
+    """Worker loop: receive ``(seq, answer, reference)``, send ``(seq, status)``, in order.
+
+    ``("cancel", seq)`` withdraws a check sent ahead that another worker has taken over: before
+    starting a check the worker reads every message waiting, and answers a withdrawn check with
+    ``"skipped"`` instead of running it. ``None`` (or a closed pipe) stops the worker.
+    """
     _limit_self(memory_mb)
     _warm_up()  # nearly free when the forkserver warmed up already (see the end of this module)
     conn.send(("ready", ""))
+    pending: deque[tuple[int, str, str]] = deque()
+    cancelled: set[int] = set()
     while True:
         try:
-            msg = conn.recv()
+            msgs = [conn.recv()] if not pending else []
+            while conn.poll():
+                msgs.append(conn.recv())
         except (EOFError, OSError):
             return  # the parent closed the pipe or died
-        if msg is None:
-            return
-        task_id, answer, reference = msg
+        for msg in msgs:
+            if msg is None:
+                return
+            if msg[0] == "cancel":
+                cancelled.add(msg[1])
+            else:
+                pending.append(msg)
+        if not pending:
+            continue
+        seq, answer, reference = pending.popleft()
+        if seq in cancelled:
+            cancelled.discard(seq)
+            conn.send((seq, "skipped"))
+            continue
         try:
             status = verify_answer(answer, reference)
         except MemoryError:
             status = "crash:memory"
         except Exception as e:  # noqa: BLE001 - any failure of the parser is the answer's fault
             status = f"crash:{type(e).__name__}"
-        conn.send((task_id, status))
+        conn.send((seq, status))
 
 
 class _Worker:
@@ -169,10 +189,11 @@ class _Worker:
         child.close()
         self.started = time.monotonic()
         self.ready = False
-        # Checks sent to this worker, oldest first; the worker runs the head, which it began at
-        # ``head_since`` (when the parent saw the previous result: a slight over-estimate of the
-        # time left, never an under-estimate).
-        self.inflight: deque[int] = deque()
+        # Checks sent to this worker, oldest first, as [seq, check index, withdrawn]; the worker
+        # runs the head, which it began at ``head_since`` (when the parent saw the previous
+        # result: a slight over-estimate of the time left, never an under-estimate). A withdrawn
+        # check was handed to another worker; this one skips it or its result is ignored.
+        self.inflight: deque[list] = deque()
         self.head_since = 0.0
 
     def kill(self) -> None:
@@ -212,6 +233,7 @@ class VerifyPool:
             _preload(self._ctx)
         self.restarts = 0
         self.timeouts = 0
+        self._seq = 0  # numbers every message sent to a worker
         self._boot_failures = 0
         self._workers = [_Worker(self._ctx, memory_mb) for _ in range(workers)]
         self._closed = False
@@ -238,32 +260,58 @@ class VerifyPool:
         queue = deque(range(len(checks)))
         n = len(self._workers)
         homes = [zlib.crc32(ref.encode("utf-8", "replace")) % n for _, ref in checks]
-        while queue or any(w.inflight for w in self._workers):
+        # Done when every check has an outcome: a worker may still be busy with a check that
+        # another worker took over (and finished); its deadline is enforced by the next run.
+        while None in results:
             self._dispatch(queue, checks, homes)
             self._collect(queue, results)
         return results  # type: ignore[return-value]
 
     def _dispatch(self, queue: deque[int], checks: list[tuple[str, str]], homes: list[int]) -> None:
         for i, w in enumerate(self._workers):
-            while queue and w.ready and len(w.inflight) < _PREFETCH:
-                # Prefer a check whose reference lives on this worker: the k responses to one
-                # prompt share a reference, and math-verify's and sympy's caches then parse it
-                # once per worker instead of once per check. Otherwise take the oldest check.
-                j = next((j for j, t in enumerate(islice(queue, _AFFINITY_WINDOW)) if homes[t] == i), 0)
-                task = queue[j]
-                size = len(checks[task][0]) + len(checks[task][1])
-                # A queued message must fit the pipe buffer (64 KiB on Linux), or send() would
-                # block behind a check that may hang; big checks wait for an idle worker.
-                if w.inflight and size > _PREFETCH_MAX_CHARS:
+            self._feed(i, w, queue, checks, homes)
+        if queue:
+            return
+        # The queue is empty: a worker without work takes over a check waiting behind another
+        # worker's running one, which may be about to hang until the deadline. This keeps the
+        # tail of a batch short (two pathological answers sent to one worker overlap instead of
+        # taking two timeouts one after the other).
+        for i, w in enumerate(self._workers):
+            if not w.ready or w.inflight:
+                continue
+            for v in self._workers:
+                waiting = [e for e in list(v.inflight)[1:] if not e[2]]
+                if waiting:
+                    waiting[-1][2] = True
+                    try:
+                        v.conn.send(("cancel", waiting[-1][0]))
+                    except (BrokenPipeError, OSError):
+                        pass  # that worker died; its check is now this worker's anyway
+                    queue.append(waiting[-1][1])
+                    self._feed(i, w, queue, checks, homes)
                     break
-                try:
-                    w.conn.send((task, checks[task][0], checks[task][1]))
-                except (BrokenPipeError, OSError):
-                    break  # the worker died; _collect notices, replaces it and requeues
-                del queue[j]
-                if not w.inflight:
-                    w.head_since = time.monotonic()
-                w.inflight.append(task)
+
+    def _feed(self, i: int, w: _Worker, queue: deque[int], checks: list[tuple[str, str]], homes: list[int]) -> None:
+        while queue and w.ready and len(w.inflight) < _PREFETCH:
+            # Prefer a check whose reference lives on this worker: the k responses to one
+            # prompt share a reference, and math-verify's and sympy's caches then parse it
+            # once per worker instead of once per check. Otherwise take the oldest check.
+            j = next((j for j, t in enumerate(islice(queue, _AFFINITY_WINDOW)) if homes[t] == i), 0)
+            task = queue[j]
+            size = len(checks[task][0]) + len(checks[task][1])
+            # A queued message must fit the pipe buffer (64 KiB on Linux), or send() would
+            # block behind a check that may hang; big checks wait for an idle worker.
+            if w.inflight and size > _PREFETCH_MAX_CHARS:
+                return
+            self._seq += 1
+            try:
+                w.conn.send((self._seq, checks[task][0], checks[task][1]))
+            except (BrokenPipeError, OSError):
+                return  # the worker died; _collect notices, replaces it and requeues
+            del queue[j]
+            if not w.inflight:
+                w.head_since = time.monotonic()
+            w.inflight.append([self._seq, task, False])
 
     def _collect(self, queue: deque[int], results: list[Outcome | None]) -> None:
         now = time.monotonic()
@@ -280,10 +328,11 @@ class VerifyPool:
                     if tag == "ready":
                         w.ready = True
                         self._boot_failures = 0
-                    elif w.inflight and tag == w.inflight[0]:
-                        kind, detail = _split(status)
-                        results[tag] = Outcome(kind, seconds=now - w.head_since, detail=detail)
-                        w.inflight.popleft()
+                    elif w.inflight and tag == w.inflight[0][0]:
+                        _, task, withdrawn = w.inflight.popleft()
+                        if not withdrawn:
+                            kind, detail = _split(status)
+                            results[task] = Outcome(kind, seconds=now - w.head_since, detail=detail)
                         w.head_since = now
             except (EOFError, OSError):
                 dead = True
@@ -299,9 +348,11 @@ class VerifyPool:
     def _fail(self, i: int, status: str, detail: str, queue, results, now: float) -> None:
         w = self._workers[i]
         if w.inflight:
-            head = w.inflight.popleft()
-            results[head] = Outcome(status, seconds=now - w.head_since, detail=detail)
-            queue.extendleft(reversed(w.inflight))  # checks queued behind it are not at fault
+            _, head, withdrawn = w.inflight.popleft()
+            if not withdrawn:
+                results[head] = Outcome(status, seconds=now - w.head_since, detail=detail)
+            # Checks queued behind it are not at fault; withdrawn ones are another worker's now.
+            queue.extendleft(reversed([task for _, task, gone in w.inflight if not gone]))
         elif not w.ready:
             self._boot_failures += 1
             if self._boot_failures >= _BOOT_FAILURES:
