@@ -298,3 +298,11 @@ def test_the_scorer_docstring_example_runs():
 
     res = doctest.testmod(mod, verbose=False)
     assert res.attempted >= 5 and res.failed == 0
+
+
+@needs_bwrap
+def test_output_cap_grows_with_the_expected_output(scorer):
+    big = "".join(f"{i}\n" for i in range(300_000))  # ~2 MB, over the 1 MiB default cap
+    ref = {"tests": [{"input": "", "output": big}]}
+    assert run1(scorer, "print('\\n'.join(map(str, range(300_000))))", ref).reason == "ok"
+    assert run1(scorer, "import sys\nwhile True: sys.stdout.write('x' * 65536)", ref).reason == "output_limit"

@@ -37,7 +37,7 @@ import ast
 import builtins
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from longrl.rewards.sandbox.executor import Limits, Program, RunResult
@@ -167,7 +167,13 @@ def outputs_match(got: bytes, expected: str) -> bool:
 
 
 def _evaluate_stdio(sb: Backend, code: str, lang: str, ref: CodeReference) -> Evaluation:
-    failed_compile, results = sb.run_batch(code, lang, [c["input"] for c in ref.tests], _limits(sb, ref))
+    lim = _limits(sb, ref)
+    # A right answer must fit under the output cap: twice the longest expected output, plus slack
+    # (only the cap's size enters the sandbox, never the output itself).
+    need = 2 * max(len(c["output"].encode()) for c in ref.tests) + (64 << 10)
+    if need > lim.output_bytes:
+        lim = replace(lim, output_bytes=need)
+    failed_compile, results = sb.run_batch(code, lang, [c["input"] for c in ref.tests], lim)
     if failed_compile is not None:
         return Evaluation(["not_run"] * len(ref.tests), "compile_error",
                           failed_compile.stderr.decode("utf-8", "replace")[-500:])

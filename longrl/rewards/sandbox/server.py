@@ -7,7 +7,8 @@ with a local sandbox (:func:`longrl.rewards.sandbox.harness.evaluate` takes eith
 JSON in and out:
 
 * ``GET /health`` -> ``{"ok": true, "languages": [...], "isolation": "bwrap" | "none"}``
-* ``POST /run`` ``{"code", "lang", "stdin", "time_limit"?, "memory_mb"?}`` -> one RunResult
+* ``POST /run`` ``{"code", "lang", "stdin", "time_limit"?, "memory_mb"?, "output_bytes"?}`` -> one
+  RunResult
 * ``POST /run_batch`` ``{"code", "lang", "inputs": [...], ...}`` -> ``{"compile_error": RunResult
   | null, "results": [RunResult | null, ...]}``: compiled once, run once per input (null: not run
   after a timeout)
@@ -66,6 +67,11 @@ def _limits(sb: Sandbox, req: dict[str, Any]) -> Limits:
         if not 16 <= m <= 65536:
             raise ValueError("memory_mb must be in [16, 65536]")
         d["memory_mb"] = m
+    if req.get("output_bytes") is not None:
+        o = int(req["output_bytes"])
+        if not 1024 <= o <= MAX_BODY:
+            raise ValueError(f"output_bytes must be in [1024, {MAX_BODY}]")
+        d["output_bytes"] = o
     return Limits(**d)
 
 
@@ -268,7 +274,8 @@ class SandboxClient:
     def _body(self, code: str, lang: str, limits: Limits | None) -> dict[str, Any]:
         check_language(lang)
         lim = limits or self.default_limits
-        return {"code": code, "lang": lang, "time_limit": lim.time_s, "memory_mb": lim.memory_mb}
+        return {"code": code, "lang": lang, "time_limit": lim.time_s, "memory_mb": lim.memory_mb,
+                "output_bytes": lim.output_bytes}
 
     def run(self, code: str, lang: str = "python", stdin: bytes | str = b"", limits: Limits | None = None) -> RunResult:
         body = self._body(code, lang, limits)
