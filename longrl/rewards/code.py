@@ -3,8 +3,9 @@
 Reward 1 only if every case passes; otherwise 0 with ``reason`` the first failing verdict
 (``wrong_answer``, ``runtime_error``, ``timeout``, ``memory``, ``output_limit``, ``killed``) or
 one of ``no_code`` (no fenced code block), ``unsupported_language``, ``compile_error``,
-``bad_reference``, ``no_tests``, ``sandbox_error``. ``parts`` holds the per-case verdicts, their
-counts, ``passed`` / ``total`` and a short ``detail`` of the first failure.
+``bad_reference``, ``no_tests``, ``sandbox_error``. ``parts`` holds the per-case verdicts (the
+ones above, or ``not_run`` for cases skipped after a timeout or a failed compile), their counts,
+``passed`` / ``total`` and a short ``detail`` of the first failure.
 
 The reference format and the verdict rules are in :mod:`longrl.rewards.sandbox.harness`; the
 isolation in :mod:`longrl.rewards.sandbox.executor`. Example (needs bubblewrap)::
