@@ -40,13 +40,18 @@ class RpcSession:
         self.proc = self.cell.proc
         self.oom0 = self.cell.cgroup.oom_kills() if self.cell.cgroup else 0
         nonce = secrets.token_hex(16)
-        # one CPU budget for the whole session: every call's wall clock is enforced separately
-        head = sandbox._job_head(self.cell, "rpc", {"main.py": 0o600}, [code.encode()], limits,
-                                 cpu_s=int(min(600, 10 * math.ceil(limits.time_s))) + 1, code=code, nonce=nonce)
         try:
-            self.proc.send(head, code.encode())
-        except BrokenPipeError:
-            pass
+            # one CPU budget for the whole session: every call's wall clock is enforced separately
+            head = sandbox._job_head(self.cell, "rpc", {"main.py": 0o600}, [code.encode()], limits,
+                                     cpu_s=int(min(600, 10 * math.ceil(limits.time_s))) + 1, code=code,
+                                     nonce=nonce)
+            try:
+                self.proc.send(head, code.encode())
+            except BrokenPipeError:
+                pass
+        except BaseException:
+            self._finish("killed")  # never keep the cell
+            raise
         self._expect(nonce, "loaded", time.monotonic() + limits.time_s)
 
     def call(self, fn: str, args: tuple, deadline: float | None = None) -> Any:
