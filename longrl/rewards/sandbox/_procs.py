@@ -84,6 +84,24 @@ class _Cgroup:
                 pass
 
 
+def _remove_stale(base: Path) -> None:
+    """Remove empty cgroups left by pools whose process died without closing (a SIGKILLed
+    trainer): ``longrl-sandbox-<pid>-<hex>`` with no live <pid>."""
+    for d in base.glob("longrl-sandbox-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for cell in d.glob("cell*"):
+            try:
+                cell.rmdir()
+            except OSError:
+                pass
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
 def _cgroup_parents(tag: str) -> dict[str, Path] | None:
     """Create ``<own cgroup>/<tag>`` under the v1 pids and memory hierarchies, or None."""
     own = {}
@@ -97,7 +115,9 @@ def _cgroup_parents(tag: str) -> dict[str, Path] | None:
             root = Path("/sys/fs/cgroup") / ctl
             if ctl not in own or not (root / "cgroup.procs").exists():
                 return None
-            d = root / own[ctl].lstrip("/") / tag
+            base = root / own[ctl].lstrip("/")
+            _remove_stale(base)
+            d = base / tag
             d.mkdir(parents=True, exist_ok=True)
             out[ctl] = d
         return out
