@@ -295,3 +295,11 @@ CPP_CASES = [
 def test_cpp_attacks_are_contained(scorer, name, code, reasons):
     ref = {**ECHO_REF, "time_limit": 2}
     assert_contained(score(scorer, code, ref, lang="cpp"), *reasons)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_compile_bomb_is_contained(scorer):
+    # the compiler reads an endless include until the compile's 1 GiB memory cgroup stops it
+    s = score(scorer, '#include "/dev/zero"\nint main(){}', lang="cpp")
+    assert_contained(s, "compile_error")
+    assert s.parts["verdicts"] == ["not_run"]
