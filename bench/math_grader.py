@@ -30,11 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sympy.core.cache import clear_cache  # noqa: E402
+
 from longrl.data.math import load_math_benchmark, shared_data_dir  # noqa: E402
 from longrl.rewards.math import MathScorer  # noqa: E402
 from longrl.rewards.math_extract import final_answer, is_hedged, reference_answer  # noqa: E402
 from longrl.rewards.math_pool import _parse, _warm_up, verify_answer  # noqa: E402
-from sympy.core.cache import clear_cache  # noqa: E402
 from longrl.types import Prompt  # noqa: E402
 
 SETS = ("math500", "gsm8k", "minerva_math")
@@ -68,8 +69,11 @@ def accuracy(scorer: MathScorer, name: str, data_dir: Path, show: int) -> dict:
     for label, scores, want in (("own", own, False), ("cross", cross, True)):
         bad = [(p, s) for p, s in zip(prompts, scores) if s.correct == want]
         for p, s in bad[:show]:
-            print(f"  [{name} {label}] {p.id}: reason={s.reason} answer={s.parts.get('answer')!r} "
-                  f"reference={p.reference!r}", file=sys.stderr)
+            print(
+                f"  [{name} {label}] {p.id}: reason={s.reason} answer={s.parts.get('answer')!r} "
+                f"reference={p.reference!r}",
+                file=sys.stderr,
+            )
     reasons: dict[str, int] = {}
     for s in own:
         if not s.correct:
@@ -113,14 +117,20 @@ def throughput_mix(data_dir: Path, n: int, pathological_share: float, seed: int)
     return [p for p, _ in pairs], [r for _, r in pairs], k
 
 
-_SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(6_000_000): x += i\nprint(time.perf_counter() - t)"
+_SPIN = (
+    "import time\nt = time.perf_counter()\nx = 0\n"
+    "for i in range(6_000_000): x += i\nprint(time.perf_counter() - t)"
+)
 
 
 def free_cores(n: int = 2) -> float:
     """How many cores this run can use now: n busy loops at once vs one alone (about 3 s)."""
+
     def spin(k: int) -> float:
-        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
-                 for _ in range(k)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+            for _ in range(k)
+        ]
         return max(float(p.communicate()[0]) for p in procs)
 
     one = spin(1)
@@ -157,13 +167,20 @@ def throughput(args, data_dir: Path) -> list[dict]:
             ratios.append(s_s / p_s)
             agree += same
         n = len(prompts) * args.rounds
-        rows.append({
-            "mix": f"{len(prompts)} answers, {k} pathological ({share:.0%})",
-            "pool_rate": n / pool_s, "single_rate": n / single_s, "ratios": ratios,
-            "pool_p50": pct(pool_lat, 0.5), "pool_p99": pct(pool_lat, 0.99),
-            "single_p50": pct(single_lat, 0.5), "single_p99": pct(single_lat, 0.99),
-            "agree": agree, "n": n,
-        })
+        rows.append(
+            {
+                "mix": f"{len(prompts)} answers, {k} pathological ({share:.0%})",
+                "pool_rate": n / pool_s,
+                "single_rate": n / single_s,
+                "ratios": ratios,
+                "pool_p50": pct(pool_lat, 0.5),
+                "pool_p99": pct(pool_lat, 0.99),
+                "single_p50": pct(single_lat, 0.5),
+                "single_p99": pct(single_lat, 0.99),
+                "agree": agree,
+                "n": n,
+            }
+        )
     return rows
 
 
@@ -181,8 +198,11 @@ def _round(args, prompts: list[Prompt], responses: list[str], pool_first: bool):
         t = time.perf_counter()
         if who == "pool":
             scores = scorer(prompts, responses)
-            out["pool"] = (time.perf_counter() - t, [s.parts["seconds"] for s in scores if "seconds" in s.parts],
-                           [s.reason for s in scores])
+            out["pool"] = (
+                time.perf_counter() - t,
+                [s.parts["seconds"] for s in scores if "seconds" in s.parts],
+                [s.reason for s in scores],
+            )
         else:
             status, lat = single_process(prompts, responses, int(args.timeout), scorer.max_answer_chars)
             out["single"] = (time.perf_counter() - t, lat, status)
@@ -208,9 +228,11 @@ def main() -> int:
     if data_dir is None or not Path(data_dir).is_dir():
         print("error: benchmark data not found; set LONGRL_SHARED_DATA or pass --data", file=sys.stderr)
         return 2
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; timeout {args.timeout} s; "
-          f"load average at start {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; timeout {args.timeout} s; "
+        f"load average at start {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2"
+    )
 
     scorer = MathScorer(timeout=args.timeout, workers=args.workers)
     try:
@@ -220,23 +242,31 @@ def main() -> int:
     print("\n| set | n | own solution graded correct | other answer accepted | own failures | s |")
     print("|---|---|---|---|---|---|")
     for r in acc:
-        print(f"| {r['set']} | {r['n']} | {r['own']}/{r['n']} = {100 * r['own'] / r['n']:.2f}% "
-              f"| {r['cross']}/{r['n']} = {100 * r['cross'] / r['n']:.2f}% | {r['own_fail'] or '-'} "
-              f"| {r['seconds']:.1f} |")
+        print(
+            f"| {r['set']} | {r['n']} | {r['own']}/{r['n']} = {100 * r['own'] / r['n']:.2f}% "
+            f"| {r['cross']}/{r['n']} = {100 * r['cross'] / r['n']:.2f}% | {r['own_fail'] or '-'} "
+            f"| {r['seconds']:.1f} |"
+        )
 
     if not args.skip_throughput:
         rows = throughput(args, Path(data_dir))
-        print("\n| mix | pool answers/s | single answers/s | speed-up (per round) | pool p50 / p99 s "
-              "| single p50 / p99 s | verdicts agree |")
+        print(
+            "\n| mix | pool answers/s | single answers/s | speed-up (per round) | pool p50 / p99 s "
+            "| single p50 / p99 s | verdicts agree |"
+        )
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             per_round = ", ".join(f"{x:.2f}" for x in r["ratios"])
-            print(f"| {r['mix']} | {r['pool_rate']:.1f} | {r['single_rate']:.1f} "
-                  f"| {r['pool_rate'] / r['single_rate']:.2f}x ({per_round}) "
-                  f"| {r['pool_p50']:.4f} / {r['pool_p99']:.3f} "
-                  f"| {r['single_p50']:.4f} / {r['single_p99']:.3f} | {r['agree']}/{r['n']} |")
-    print(f"\nload average at end {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2 "
-          "(other work on the machine slows the pool most)")
+            print(
+                f"| {r['mix']} | {r['pool_rate']:.1f} | {r['single_rate']:.1f} "
+                f"| {r['pool_rate'] / r['single_rate']:.2f}x ({per_round}) "
+                f"| {r['pool_p50']:.4f} / {r['pool_p99']:.3f} "
+                f"| {r['single_p50']:.4f} / {r['single_p99']:.3f} | {r['agree']}/{r['n']} |"
+            )
+    print(
+        f"\nload average at end {os.getloadavg()[0]:.2f}; cores free now ~{free_cores():.2f} of 2 "
+        "(other work on the machine slows the pool most)"
+    )
     return 0
 
 

@@ -20,12 +20,15 @@ def write_jsonl(path, rows):
 
 
 def test_load_math_file_fields_ids_and_levels(tmp_path):
-    path = write_jsonl(tmp_path / "train.jsonl", [
-        {"problem": "What is 2+2?", "answer": "4", "level": 1},
-        {"question": "Half of 1?", "answer": 0.5, "level": "Level 3"},
-        {"problem": "GSM", "answer": "so 9 * 2 = 18\n#### 1,018", "id": "g-1"},
-        {"problem": "Hard", "answer": "\\frac{1}{3}", "level": 5, "difficulty": 0.9},
-    ])
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"problem": "What is 2+2?", "answer": "4", "level": 1},
+            {"question": "Half of 1?", "answer": 0.5, "level": "Level 3"},
+            {"problem": "GSM", "answer": "so 9 * 2 = 18\n#### 1,018", "id": "g-1"},
+            {"problem": "Hard", "answer": "\\frac{1}{3}", "level": 5, "difficulty": 0.9},
+        ],
+    )
     ps = load_math_file(path)
     assert [p.id for p in ps] == ["train:1", "train:2", "g-1", "train:4"]
     assert [p.reference for p in ps] == ["4", "0.5", "1018", "\\frac{1}{3}"]
@@ -36,11 +39,14 @@ def test_load_math_file_fields_ids_and_levels(tmp_path):
 
 
 def test_row_without_answer_stops_naming_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [
-        {"problem": "ok", "answer": "1"},
-        {"problem": "no answer here"},
-        {"problem": "empty", "answer": "  "},
-    ])
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"problem": "ok", "answer": "1"},
+            {"problem": "no answer here"},
+            {"problem": "empty", "answer": "  "},
+        ],
+    )
     with pytest.raises(UserError) as e:
         load_math_file(path)
     msg = str(e.value)
@@ -48,15 +54,18 @@ def test_row_without_answer_stops_naming_file_and_line(tmp_path):
 
 
 def test_skip_invalid_counts_and_writes_rejects(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [
-        {"problem": "ok", "answer": "1"},
-        {"problem": "no answer"},
-        "not json {",
-        {"answer": "2"},
-        {"problem": "bad level", "answer": "3", "level": "hard"},
-        {"problem": "bad answer type", "answer": [1, 2]},
-        {"problem": "ok too", "answer": 2},
-    ])
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"problem": "ok", "answer": "1"},
+            {"problem": "no answer"},
+            "not json {",
+            {"answer": "2"},
+            {"problem": "bad level", "answer": "3", "level": "hard"},
+            {"problem": "bad answer type", "answer": [1, 2]},
+            {"problem": "ok too", "answer": 2},
+        ],
+    )
     rejects = tmp_path / "run" / "rejects.jsonl"
     ps = load_math_file(path, skip_invalid=True, rejects_path=rejects)
     assert [p.reference for p in ps] == ["1", "2"]
@@ -66,9 +75,13 @@ def test_skip_invalid_counts_and_writes_rejects(tmp_path):
 
 
 def test_duplicate_ids_are_an_error(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [
-        {"id": "a", "problem": "x", "answer": "1"}, {"id": "a", "problem": "y", "answer": "2"},
-    ])
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "problem": "x", "answer": "1"},
+            {"id": "a", "problem": "y", "answer": "2"},
+        ],
+    )
     with pytest.raises(UserError, match="repeats line 1"):
         load_math_file(path)
 
@@ -102,7 +115,9 @@ def test_shared_data_dir_follows_the_environment(tmp_path, monkeypatch):
 
 
 DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)")
+needs_data = pytest.mark.skipif(
+    DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)"
+)
 
 
 @needs_data

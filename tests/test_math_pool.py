@@ -31,12 +31,24 @@ def prompt(ref: str) -> Prompt:
 PATHOLOGICAL = [
     ("power tower", "so \\boxed{9^{9^{9^{9}}}}", {"timeout"}),
     ("huge factorial", "\\boxed{1000000!}", {"timeout"}),
-    ("1000-level braces", "\\boxed{" + "{" * 1000 + "1" + "}" * 1000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
-    ("1000-level fractions", "\\boxed{" + "\\frac{1}{" * 1000 + "2" + "}" * 1000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
+    (
+        "1000-level braces",
+        "\\boxed{" + "{" * 1000 + "1" + "}" * 1000 + "}",
+        {"timeout", "wrong", "parse_error", "crash"},
+    ),
+    (
+        "1000-level fractions",
+        "\\boxed{" + "\\frac{1}{" * 1000 + "2" + "}" * 1000 + "}",
+        {"timeout", "wrong", "parse_error", "crash"},
+    ),
     ("100k digits", "\\boxed{" + "7" * 100_000 + "}", {"timeout", "wrong", "parse_error", "crash"}),
     ("1 MB response", "word " * 200_000 + "\\boxed{" + "9" * 50 + "}", {"wrong"}),
     ("1 MB of braces", "{" * 1_000_000, {"no_answer"}),
-    ("invalid UTF-8", b"\xff\xfe\xfd \\boxed{5\xff}".decode("utf-8", "surrogateescape"), {"wrong", "parse_error"}),
+    (
+        "invalid UTF-8",
+        b"\xff\xfe\xfd \\boxed{5\xff}".decode("utf-8", "surrogateescape"),
+        {"wrong", "parse_error"},
+    ),
     ("control characters", "\x00\x1b[2J\\boxed{\x07" + "\x01" * 100 + "5}\x7f", {"wrong"}),
 ]
 
@@ -53,13 +65,18 @@ def test_pathological_inputs_end_within_the_timeout(scorer, name, response, reas
 
 def test_timeouts_are_counted_and_workers_replaced(scorer):
     before = scorer.pool.restarts
-    scores = scorer([prompt("3")] * 4, ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{3}", "\\boxed{7^{7^{7^{7}}}}", "\\boxed{3.0}"])
+    scores = scorer(
+        [prompt("3")] * 4, ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{3}", "\\boxed{7^{7^{7^{7}}}}", "\\boxed{3.0}"]
+    )
     assert [s.reason for s in scores] == ["timeout", "ok", "timeout", "ok"]
     assert scorer.pool.restarts == before + 2
     assert scorer.counts["timeout"] >= 2
     assert all(s.parts["seconds"] < TIMEOUT + SLACK for s in scores)
     # The replacement workers grade normally.
-    assert [s.reason for s in scorer([prompt("\\frac12")] * 2, ["\\boxed{0.5}", "\\boxed{2}"])] == ["ok", "wrong"]
+    assert [s.reason for s in scorer([prompt("\\frac12")] * 2, ["\\boxed{0.5}", "\\boxed{2}"])] == [
+        "ok",
+        "wrong",
+    ]
 
 
 def test_worker_killed_mid_check_is_replaced():

@@ -130,7 +130,11 @@ def test_rule_then_judge_asks_the_judge_only_where_the_rule_cannot_read():
             ["\\boxed{7}", "\\boxed{8}", "it is seven", "\\boxed{7 or 8}", "no idea at all"],
         )
     assert [(x.reason, x.parts["grader"]) for x in scores] == [
-        ("ok", "rule"), ("wrong", "rule"), ("ok", "judge"), ("hedged", "rule"), ("wrong", "judge"),
+        ("ok", "rule"),
+        ("wrong", "rule"),
+        ("ok", "judge"),
+        ("hedged", "rule"),
+        ("wrong", "judge"),
     ]
     assert scores[2].parts["rule_reason"] == "no_answer"
     assert len(backend.prompts) == 2 and "it is seven" in backend.prompts[0]
@@ -146,7 +150,9 @@ def test_judge_policy_sends_everything_that_passes_the_guards():
 
 
 DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)")
+needs_data = pytest.mark.skipif(
+    DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)"
+)
 
 
 @needs_data
@@ -157,6 +163,8 @@ def test_reference_solutions_grade_correct_and_other_answers_do_not(scorer, name
     sols = [p.tags["solution"] for p in prompts]
     assert sum(s.correct for s in scorer(prompts, sols)) >= 24
     others = sols[1:] + sols[:1]
-    pairs = [(p, o) for p, o, q in zip(prompts, others, prompts[1:] + prompts[:1]) if p.reference != q.reference]
+    pairs = [
+        (p, o) for p, o, q in zip(prompts, others, prompts[1:] + prompts[:1]) if p.reference != q.reference
+    ]
     accepted = sum(s.correct for s in scorer([p for p, _ in pairs], [o for _, o in pairs]))
     assert accepted <= 1

@@ -84,8 +84,15 @@ def _text_field(row: dict[str, Any], *names: str) -> str:
 
 
 def make_math_prompt(
-    pid: str, problem: str, answer: Any, source: str, *, level: int | None = None,
-    levels: int | None = None, difficulty: float | None = None, **tags: Any,
+    pid: str,
+    problem: str,
+    answer: Any,
+    source: str,
+    *,
+    level: int | None = None,
+    levels: int | None = None,
+    difficulty: float | None = None,
+    **tags: Any,
 ) -> Prompt:
     """One ``task="math"`` prompt; ``answer`` is reduced to the final answer (GSM8K's ``#### N``)."""
     if answer is None or (isinstance(answer, str) and not answer.strip()):
@@ -121,7 +128,9 @@ def load_math_file(
         level = _parse_level(row.get("level"))
         difficulty = row.get("difficulty")
         if difficulty is not None and (
-            isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1
+            isinstance(difficulty, bool)
+            or not isinstance(difficulty, (int, float))
+            or not 0 <= difficulty <= 1
         ):
             raise ValueError(f"'difficulty' must be a number in [0, 1], got {difficulty!r}")
         return line, {**row, "level": level}
@@ -135,10 +144,17 @@ def load_math_file(
         if pid in seen:
             raise UserError(f"{path}:{line}: id {pid!r} repeats line {seen[pid]}; ids must be unique")
         seen[pid] = line
-        prompts.append(make_math_prompt(
-            pid, _text_field(row, "problem", "question"), row["answer"], str(path),
-            level=row["level"], levels=levels, difficulty=row.get("difficulty"),
-        ))
+        prompts.append(
+            make_math_prompt(
+                pid,
+                _text_field(row, "problem", "question"),
+                row["answer"],
+                str(path),
+                level=row["level"],
+                levels=levels,
+                difficulty=row.get("difficulty"),
+            )
+        )
     return prompts
 
 
@@ -161,8 +177,14 @@ def _loader(name: str, build: Callable[[int, dict[str, Any]], Prompt]) -> Callab
 def _math500(line: int, row: dict[str, Any]) -> Prompt:
     level = _parse_level(row.get("level"))
     return make_math_prompt(
-        f"math500:{row['unique_id']}", row["problem"], row["answer"], "math500",
-        level=level, levels=MATH_LEVELS, subject=row.get("subject"), solution=row.get("solution"),
+        f"math500:{row['unique_id']}",
+        row["problem"],
+        row["answer"],
+        "math500",
+        level=level,
+        levels=MATH_LEVELS,
+        subject=row.get("subject"),
+        solution=row.get("solution"),
     )
 
 
@@ -171,20 +193,27 @@ def _aime24(line: int, row: dict[str, Any]) -> Prompt:
 
 
 def _amc23(line: int, row: dict[str, Any]) -> Prompt:
-    return make_math_prompt(f"amc23:{row['id']}", _text_field(row, "problem", "question"),
-                            row["answer"], "amc23")
+    return make_math_prompt(
+        f"amc23:{row['id']}", _text_field(row, "problem", "question"), row["answer"], "amc23"
+    )
 
 
 def _gsm8k(line: int, row: dict[str, Any]) -> Prompt:
     # The answer field is a worked solution ending in "#### N"; the reference is N.
-    return make_math_prompt(f"gsm8k:{row['idx']}", row["question"], row["answer"], "gsm8k",
-                            solution=row["answer"])
+    return make_math_prompt(
+        f"gsm8k:{row['idx']}", row["question"], row["answer"], "gsm8k", solution=row["answer"]
+    )
 
 
 def _minerva(line: int, row: dict[str, Any]) -> Prompt:
     # No answer field: the reference is the last \boxed{} of the solution.
-    return make_math_prompt(f"minerva_math:{row['idx']}", row["problem"], row["solution"],
-                            "minerva_math", solution=row["solution"])
+    return make_math_prompt(
+        f"minerva_math:{row['idx']}",
+        row["problem"],
+        row["solution"],
+        "minerva_math",
+        solution=row["solution"],
+    )
 
 
 MATH_BENCHMARKS: dict[str, Callable[[Path], list[Prompt]]] = {
@@ -208,10 +237,10 @@ def shared_data_dir() -> Path | None:
 def load_math_benchmark(name: str, data_dir: str | Path | None = None) -> list[Prompt]:
     """Load benchmark ``name`` from ``data_dir`` (default: :func:`shared_data_dir`).
 
-    >>> load_math_benchmark("math5000")
+    >>> load_math_benchmark("math5000")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    longrl.errors.UserError: unknown math benchmark 'math5000'; choose from ['aime24', 'amc23', 'gsm8k', 'math500', 'minerva_math']
+    longrl.errors.UserError: unknown math benchmark 'math5000'; choose from ['aime24', 'amc23', ...]
     """
     if name not in MATH_BENCHMARKS:
         raise UserError(f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)}")

@@ -111,8 +111,7 @@ def render_prompt(item: JudgeItem, max_response_chars: int = 8000) -> str:
         cut = f" (the last {max_response_chars} characters)"
     # The response must not be able to close its own section and speak as the template.
     response = response.replace("<<<", "< < <").replace(">>>", "> > >")
-    return JUDGE_TEMPLATE.format(question=item.question, reference=item.reference,
-                                 response=response, cut=cut)
+    return JUDGE_TEMPLATE.format(question=item.question, reference=item.reference, response=response, cut=cut)
 
 
 class CoTJudge:

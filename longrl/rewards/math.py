@@ -93,8 +93,9 @@ class MathScorer:
             from longrl.rewards.judge import CoTJudge, OpenAIJudgeBackend
 
             self.judge = CoTJudge(
-                OpenAIJudgeBackend(judge_base_url, model=judge_model, api_key=judge_api_key,
-                                   max_tokens=judge_max_tokens)
+                OpenAIJudgeBackend(
+                    judge_base_url, model=judge_model, api_key=judge_api_key, max_tokens=judge_max_tokens
+                )
             )
         if policy != "rule" and self.judge is None:
             raise UserError(
@@ -134,8 +135,13 @@ class MathScorer:
             assert self.pool is not None
             outcomes = self.pool.run([(a, r) for _, a, r, _ in checks])
             for (i, answer, ref, source), out in zip(checks, outcomes):
-                parts = {"answer": answer, "reference": ref, "grader": "rule", "source": source,
-                         "seconds": out.seconds}
+                parts = {
+                    "answer": answer,
+                    "reference": ref,
+                    "grader": "rule",
+                    "source": source,
+                    "seconds": out.seconds,
+                }
                 if out.detail:
                     parts["detail"] = out.detail
                 scores[i] = Score(1.0 if out.status == "ok" else 0.0, out.status, parts)
@@ -170,7 +176,9 @@ class MathScorer:
         from longrl.rewards.judge import JudgeItem
 
         items = [
-            JudgeItem(str(prompts[i].tags.get("problem") or prompts[i].text), refs[i], clean_text(responses[i]))
+            JudgeItem(
+                str(prompts[i].tags.get("problem") or prompts[i].text), refs[i], clean_text(responses[i])
+            )
             for i in idx
         ]
         for i, verdict in zip(idx, self.judge(items)):

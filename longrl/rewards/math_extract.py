@@ -35,15 +35,11 @@ _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "
 # One token pass over the text finds every box opener, every brace and every escaped brace.
 # ``\framebox[w][pos]{...}`` may carry optional width arguments; ``[^\]\n]{0,40}`` is bounded so
 # it cannot backtrack over a long line.
-_BOX_TOKENS = re.compile(
-    r"\\(?:boxed|fbox|framebox(?:\[[^\]\n]{0,40}\]){0,2})[ \t]*\{|\\[{}]|[{}]"
-)
+_BOX_TOKENS = re.compile(r"\\(?:boxed|fbox|framebox(?:\[[^\]\n]{0,40}\]){0,2})[ \t]*\{|\\[{}]|[{}]")
 # ``\boxed 5`` (no braces, as TeX allows for one token): the argument runs to whitespace or "$".
 _BOX_BARE = re.compile(r"\\boxed[ \t]+([^\s${}]{1,200})")
 # "Answer: 42", "**Final Answer:** 42", "The final answer is $42$.", "#### 42" (GSM8K's own form).
-_ANSWER_LINE = re.compile(
-    r"(?im)(?:\banswer\b[ \t*]*(?:is\b|:|=)|^[ \t]*####)[ \t*:]*(?P<ans>[^\n]*)"
-)
+_ANSWER_LINE = re.compile(r"(?im)(?:\banswer\b[ \t*]*(?:is\b|:|=)|^[ \t]*####)[ \t*:]*(?P<ans>[^\n]*)")
 _LEADING_MATH = re.compile(r"\$+([^$\n]+)\$+|\\\(([^\n]*?)\\\)")
 _FENCE = re.compile(r"```|~~~")
 _DOLLARS = re.compile(r"^\$+|\$+$")

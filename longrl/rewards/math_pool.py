@@ -80,7 +80,7 @@ def verify_answer(answer: str, reference: str, *, timeout: int | None = None) ->
     an integer uses them (main thread only), which is how the single-process baseline in
     ``bench/math_grader.py`` runs.
 
-    >>> verify_answer("\\dfrac{1}{2}", "0.5"), verify_answer("x = 3", "4")
+    >>> verify_answer("\\\\dfrac{1}{2}", "0.5"), verify_answer("x = 3", "4")
     ('ok', 'wrong')
     """
     from math_verify import verify
@@ -126,10 +126,18 @@ def _limit_self(memory_mb: int | None) -> None:
 # One check of each shape math answers take. Running them once makes sympy import its lazily
 # loaded parts (sets, matrices, solvers) and math-verify build its regexes and parser.
 _WARM_UP = [
-    ("\\frac{1}{2}", "0.5"), ("(1, 2]", "(1,2]"), ("\\{1, 2\\}", "2, 1"), ("x = 3", "3"),
-    ("50\\%", "\\frac{1}{2}"), ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
-    ("2^{1/2}", "\\sqrt{2}"), ("\\text{Evelyn}", "\\text{(A)}"), ("90^\\circ", "90"),
-    ("(x+1)^2", "x^2 + 2x + 1"), ("1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}"), ("x > 2", "(2, \\infty)"),
+    ("\\frac{1}{2}", "0.5"),
+    ("(1, 2]", "(1,2]"),
+    ("\\{1, 2\\}", "2, 1"),
+    ("x = 3", "3"),
+    ("50\\%", "\\frac{1}{2}"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
+    ("2^{1/2}", "\\sqrt{2}"),
+    ("\\text{Evelyn}", "\\text{(A)}"),
+    ("90^\\circ", "90"),
+    ("(x+1)^2", "x^2 + 2x + 1"),
+    ("1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}"),
+    ("x > 2", "(2, \\infty)"),
 ]
 
 
@@ -207,11 +215,11 @@ class VerifyPool:
     """``workers`` processes running :func:`verify_answer`, each check bounded by ``timeout`` s.
 
     ``memory_mb`` caps how much address space each worker may add (RLIMIT_AS) so an answer that
-    sympy tries to expand fails with MemoryError rather than swapping the machine. The pool starts its workers at
-    construction and keeps them warm across :meth:`run` calls. Each worker is sent up to
-    ``_PREFETCH`` checks at once, so it never idles waiting for the parent to be scheduled (the
-    parent shares the CPUs with the workers and the trainer). Counters ``restarts`` (workers
-    replaced) and ``timeouts`` are kept for metrics.
+    sympy tries to expand fails with MemoryError rather than swapping the machine. The pool
+    starts its workers at construction and keeps them warm across :meth:`run` calls. Each worker
+    is sent up to ``_PREFETCH`` checks at once, so it never idles waiting for the parent to be
+    scheduled (the parent shares the CPUs with the workers and the trainer). Counters
+    ``restarts`` (workers replaced) and ``timeouts`` are kept for metrics.
     """
 
     def __init__(
@@ -291,7 +299,9 @@ class VerifyPool:
                     self._feed(i, w, queue, checks, homes)
                     break
 
-    def _feed(self, i: int, w: _Worker, queue: deque[int], checks: list[tuple[str, str]], homes: list[int]) -> None:
+    def _feed(
+        self, i: int, w: _Worker, queue: deque[int], checks: list[tuple[str, str]], homes: list[int]
+    ) -> None:
         while queue and w.ready and len(w.inflight) < _PREFETCH:
             # Prefer a check whose reference lives on this worker: the k responses to one
             # prompt share a reference, and math-verify's and sympy's caches then parse it
@@ -413,7 +423,9 @@ def _imported_by_forkserver() -> bool:
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "main" and code.co_filename.endswith(os.path.join("multiprocessing", "forkserver.py")):
+        if code.co_name == "main" and code.co_filename.endswith(
+            os.path.join("multiprocessing", "forkserver.py")
+        ):
             return True
         frame = frame.f_back
     return False
