@@ -126,6 +126,25 @@ def test_verify_answer_statuses_in_process():
     assert verify_answer("5", "") == "bad_reference"
 
 
+@pytest.mark.parametrize(
+    "answer, reference, status",
+    [
+        # math-verify alone accepts these: it rounds to 6 decimals before comparing (NOTES.md).
+        ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", "wrong"),
+        ("10^{-20}", "2 \\cdot 10^{-20}", "wrong"),
+        ("x = 10^{-20}", "2 \\cdot 10^{-20}", "wrong"),
+        ("0.00010001", "10^{-4}", "wrong"),
+        # ... and these stay correct.
+        ("2^{-99}", "\\frac{1}{2^{99}}", "ok"),
+        ("0.0001", "10^{-4}", "ok"),
+        ("0.333333", "\\frac{1}{3}", "ok"),
+        ("50\\%", "0.5", "ok"),
+    ],
+)
+def test_tiny_numbers_are_compared_exactly(answer, reference, status):
+    assert verify_answer(answer, reference) == status
+
+
 def test_pool_rejects_bad_settings_and_use_after_close():
     with pytest.raises(ValueError):
         VerifyPool(workers=0)
