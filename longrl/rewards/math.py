@@ -9,7 +9,8 @@ For each response the scorer
    (``hedged``), one found only inside a code block or an echo of the prompt scores 0
    (``in_code_block`` / ``prompt_echo``);
 3. compares it with the reference using math-verify in a pool of worker processes with a hard
-   per-answer deadline (:mod:`~longrl.rewards.math_pool`): ``ok`` 1, ``wrong`` 0, and 0 with
+   per-answer deadline (:mod:`~longrl.rewards.math_pool`; numbers below 1e-3 are compared
+   exactly, as math-verify's 6-decimal rounding would not): ``ok`` 1, ``wrong`` 0, and 0 with
    ``parse_error``, ``bad_reference``, ``timeout`` or ``crash`` when no verdict could be had;
 4. with ``policy="rule_then_judge"``, hands the responses the rule could not read (``no_answer``,
    ``parse_error``, ``bad_reference``) to the chain-of-thought judge (:mod:`longrl.rewards.judge`);
