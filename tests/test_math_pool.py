@@ -187,3 +187,17 @@ def test_a_check_waiting_behind_a_hung_one_is_taken_over():
         elapsed = time.perf_counter() - t
     assert [o.status for o in out] == ["timeout", "timeout"]
     assert elapsed < TIMEOUT * 2 * 1.75, elapsed
+
+
+def test_a_forked_copy_does_not_stop_the_parents_workers():
+    with VerifyPool(workers=1, timeout=5) as pool:
+        pool.run([("1", "1")])
+        pid = os.fork()
+        if pid == 0:  # the child drops its copy of the pool, as a data-loader worker would
+            try:
+                pool.close()
+            finally:
+                os._exit(0)  # never return into pytest from the child
+        os.waitpid(pid, 0)
+        assert [o.status for o in pool.run([("2", "2")])] == ["ok"]
+        assert pool.restarts == 0

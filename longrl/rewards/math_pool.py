@@ -279,6 +279,7 @@ class VerifyPool:
         self._boot_failures = 0
         self._workers = [_Worker(self._ctx, memory_mb) for _ in range(workers)]
         self._closed = False
+        self._owner = os.getpid()
 
     @property
     def pids(self) -> list[int]:
@@ -412,6 +413,8 @@ class VerifyPool:
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            return  # a forked copy (e.g. a data-loader worker) must not stop its parent's workers
         for w in self._workers:
             try:
                 w.conn.send(None)
