@@ -13,8 +13,8 @@ lead to the target — the fewer, the longer the search:
 level  numbers    first steps that reach the target         difficulty (L-1)/(n-1)
 =====  =========  ========================================  =======================
 1      1..9       at least 3                                0.0
-2      1..12      exactly 2                                 0.5
-3      2..15      exactly 1                                 1.0
+2      1..9       exactly 2                                 0.5
+3      2..9       exactly 1                                 1.0
 =====  =========  ========================================  =======================
 
 The long-CoT trace writer (:func:`write_trace`) produces what k1.5's warm-up targets: a plan line,
@@ -40,8 +40,8 @@ from longrl.types import Prompt, Score
 
 TASK = "countdown"
 LEVELS = (1, 2, 3)
-_LEVEL_SPEC = {1: (1, 9, 3, 99), 2: (1, 12, 2, 2), 3: (2, 15, 1, 1)}  # lo, hi, min/max solving first steps
-MAX_TARGET = 200
+_LEVEL_SPEC = {1: (1, 9, 3, 99), 2: (1, 9, 2, 2), 3: (2, 9, 1, 1)}  # lo, hi, min/max solving first steps
+MAX_TARGET = 99
 MAX_ANSWER_CHARS = 64  # an answer line longer than this is not an expression over three numbers
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: a benchmark registry and the runner behind ``longrl eval``."""

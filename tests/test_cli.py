@@ -1,0 +1,70 @@
+"""The real CLI end to end (a 2-iteration run) and its bad-input messages."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALL = [
+    "model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2",
+    "model.tiny.intermediate_size=64", "sft.examples=64", "sft.batch_tokens=2048",
+    "rollout.batch_prompts=2", "rollout.k=2", "rollout.max_length=24", "rl.iterations=2",
+    "data.heldout_per_level=2", "sampling.pool_size=40", "eval.n_samples=1", "checkpoint.every=1",
+    "threads=1",
+]
+
+
+def longrl(*args, cwd):
+    cmd = [sys.executable, "-m", "longrl.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _sets(extra=()):
+    return [x for s in [*SMALL, *extra] for x in ("--set", s)]
+
+
+def test_train_two_iterations(tmp_path):
+    r = longrl("train", *_sets(), "--out", str(tmp_path / "runs"), "--name", "smoke", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "smoke"
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "eval.jsonl", "report.html"):
+        assert (run / f).is_file(), f
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iter"] for x in lines] == [1, 2]
+    assert {"reward/mean", "loss", "grad_norm", "response/len_mean"} <= set(lines[0])
+    assert (run / "checkpoints" / "iter_2" / "config.json").is_file()
+    assert (run / "checkpoints" / "latest").read_text().strip() == "iter_2"
+    summary = json.loads((run / "summary.json").read_text())
+    assert "initial" in summary and "final" in summary
+    # the warm checkpoint is reused: a second run skips SFT
+    r2 = longrl("train", *_sets(["rl.iterations=1"]), "--out", str(tmp_path / "runs"), "--name", "again",
+                cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "SFT skipped" in r2.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("rl.tua=0.1", "did you mean 'rl.tau'"),
+    ("rollout.k=1", "k must be at least 2"),
+    ("rl.lr=fast", "rl.lr: expected float"),
+    ("model.path=/no/such/model", "model.path"),
+    ("rollout.max_length=100000", "exceeds the model's context"),
+])
+def test_bad_input_stops_cleanly(tmp_path, override, message):
+    r = longrl("train", *_sets([override]), "--out", str(tmp_path / "runs"), "--name", "bad", "--quiet",
+               cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs" / "bad").exists()  # nothing half-written
+
+
+def test_unknown_benchmark_lists_valid_ones(tmp_path):
+    r = longrl("eval", "--model", str(tmp_path), "--bench", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and "choose from" in r.stderr and "countdown" in r.stderr
+
+
+def test_help_lists_verbs(tmp_path):
+    r = longrl("--help", cwd=tmp_path)
+    assert r.returncode == 0 and "train" in r.stdout and "sft" in r.stdout

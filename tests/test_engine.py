@@ -1,0 +1,86 @@
+"""The hf rollout engine on a tiny random Llama and its small tokenizer (STYLE §6)."""
+
+import pytest
+import torch
+
+from longrl.models import load_model
+from longrl.rollout.base import SamplingParams
+from longrl.rollout.hf import HFEngine
+from longrl.types import GenRequest
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir)
+    return HFEngine(model, [tok.eos_token_id], tok.pad_token_id), tok
+
+
+def _prompts(tok):
+    return [tok(t)["input_ids"] for t in ["Use 3 4 5 to make 27.\n", "Use 10 2 to make 8.\n", "plan"]]
+
+
+def test_seeds_reproduce_independently_of_batch(engine):
+    eng, tok = engine
+    p = _prompts(tok)
+    params = SamplingParams(temperature=1.0)
+    a = eng.generate([GenRequest(x, 12, seed=7 + i) for i, x in enumerate(p)], params)
+    b = eng.generate([GenRequest(p[1], 12, seed=8)], params)
+    assert a[1].token_ids == b[0].token_ids
+    c = eng.generate([GenRequest(p[1], 12, seed=9)], params)
+    assert c[0].token_ids != b[0].token_ids  # another seed, another sample (random model, 12 tokens)
+
+
+def test_greedy_is_deterministic(engine):
+    eng, tok = engine
+    reqs = [GenRequest(x, 10) for x in _prompts(tok)]
+    a = eng.generate(reqs, SamplingParams(temperature=0))
+    b = eng.generate(reqs[::-1], SamplingParams(temperature=0))[::-1]
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+
+
+def test_stop_reasons(engine):
+    eng, tok = engine
+    p = _prompts(tok)[0]
+    r = eng.generate([GenRequest(p, 5)], SamplingParams(temperature=0))[0]
+    assert r.stop_reason == "max_length" and len(r.token_ids) == 5
+    first = r.token_ids[0]
+    stopper = HFEngine(eng.model, [first], tok.pad_token_id)
+    r2 = stopper.generate([GenRequest(p, 5)], SamplingParams(temperature=0))[0]
+    assert r2.stop_reason == "eos" and r2.token_ids == [first]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_logprobs_match_a_separate_forward(engine, temperature):
+    eng, tok = engine
+    p = _prompts(tok)
+    res = eng.generate([GenRequest(x, 16, seed=i) for i, x in enumerate(p)], SamplingParams(temperature))
+    for x, r in zip(p, res):
+        ids = torch.tensor([x + r.token_ids])
+        with torch.no_grad():
+            logits = eng.model(ids).logits[0, len(x) - 1 : -1].float()
+        logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+        ref = logp.gather(1, torch.tensor(r.token_ids)[:, None]).squeeze(1)
+        torch.testing.assert_close(torch.tensor(r.logprobs), ref, atol=1e-5, rtol=0)
+
+
+def test_top_p_logprobs_are_renormalised(engine):
+    eng, tok = engine
+    r = eng.generate([GenRequest(_prompts(tok)[0], 8, seed=3)], SamplingParams(1.0, top_p=0.5))[0]
+    full = eng.generate([GenRequest(_prompts(tok)[0], 8, seed=3)], SamplingParams(1.0))[0]
+    # restricting to the nucleus can only raise the probability of a kept token
+    n = 0
+    while n < 8 and r.token_ids[n] == full.token_ids[n]:
+        assert r.logprobs[n] >= full.logprobs[n] - 1e-6
+        n += 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_continuation_from_a_prefix_equals_uninterrupted(engine, temperature):
+    eng, tok = engine
+    params = SamplingParams(temperature)
+    p = _prompts(tok)[0]
+    whole = eng.generate([GenRequest(p, 12, seed=11)], params)[0]
+    first = eng.generate([GenRequest(p, 5, seed=11)], params)[0]
+    rest = eng.generate([GenRequest(p + first.token_ids, 7, seed=11, response_offset=5)], params)[0]
+    assert first.token_ids + rest.token_ids == whole.token_ids
+    assert first.stop_reason == "max_length"

@@ -1,0 +1,45 @@
+"""The trainer's update on the tiny model: micro-batch split invariance, optimizer reset."""
+
+import torch
+
+from longrl.algo import get_algorithm
+from longrl.models import load_model
+from longrl.train.batch import Seq, micro_batches, token_logprobs
+
+
+def _grads(model, seqs, max_tokens, pad):
+    model.zero_grad()
+    algo = get_algorithm("mirror_descent")
+    denom = len(seqs) * 16
+    for b in micro_batches(seqs, max_tokens, pad):
+        logp = token_logprobs(model, b, temperature=0.7)
+        (algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=0.1, clip_eps=0.2) / denom).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_micro_batch_split_does_not_change_gradient(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir)
+    g = torch.Generator().manual_seed(0)
+    seqs = []
+    for i in range(7):
+        n_prompt = 3 + i % 3
+        n = n_prompt + 4 + (i * 5) % 9
+        ids = torch.randint(2, len(tok), (n,), generator=g).tolist()
+        ref = (-torch.rand(n - n_prompt, generator=g)).tolist()
+        seqs.append(Seq(ids=ids, loss_start=n_prompt, advantage=float(i % 3 - 1), ref_logp=ref, index=i))
+    whole = _grads(model, seqs, max_tokens=10_000, pad=tok.pad_token_id)
+    split = _grads(model, seqs, max_tokens=20, pad=tok.pad_token_id)
+    assert len(micro_batches(seqs, 20, tok.pad_token_id)) > 3
+    torch.testing.assert_close(whole, split, rtol=1e-4, atol=1e-7)
+
+
+def test_padding_is_masked(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir)
+    s = Seq(ids=[5, 6, 7, 8, 9], loss_start=2, ref_logp=[0.0, 0.0, 0.0])
+    long = Seq(ids=list(range(3, 20)), loss_start=4, ref_logp=[0.0] * 13, index=1)
+    alone = token_logprobs(model, micro_batches([s], 1000, tok.pad_token_id)[0])
+    b = micro_batches([s, long], 1000, tok.pad_token_id)[0]
+    together = token_logprobs(model, b)
+    row = int((b.index == 0).nonzero())
+    torch.testing.assert_close(together[row, :4], alone[0], rtol=1e-5, atol=1e-6)
+    assert (together[row, 4:] == 0).all()
