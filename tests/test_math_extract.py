@@ -41,6 +41,11 @@ from longrl.rewards.math_extract import (
         ("The final answer is $12$, since 3*4 = 12.", "12"),
         ("She sells 9 eggs.\n#### 1,800", "1,800"),  # GSM8K's own form
         ("Answer: 3\nLater: the answer is 4.", "4"),  # the last answer line
+        ("Answer: 5, because 2 + 3 = 5.", "5"),  # prose after the value is cut
+        ("The answer is 3. Let me double-check that.", "3"),
+        ("Answer: x = 2 so we are done", "x = 2"),
+        ("Answer: 3.5", "3.5"),
+        ("Answer: 1, 2", "1, 2"),  # a list stays a list (and is hedged for a single reference)
         ("\\boxed{3} ... Answer: 4", "3"),  # a box outranks answer lines
     ],
 )

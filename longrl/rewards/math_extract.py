@@ -41,6 +41,12 @@ _BOX_BARE = re.compile(r"\\boxed[ \t]+([^\s${}]{1,200})")
 # "Answer: 42", "**Final Answer:** 42", "The final answer is $42$.", "#### 42" (GSM8K's own form).
 _ANSWER_LINE = re.compile(r"(?im)(?:\banswer\b[ \t*]*(?:is\b|:|=)|^[ \t]*####)[ \t*:]*(?P<ans>[^\n]*)")
 _LEADING_MATH = re.compile(r"\$+([^$\n]+)\$+|\\\(([^\n]*?)\\\)")
+# Where the value on an answer line ends and prose begins. The space run is bounded so a long run
+# of spaces cannot make the search quadratic.
+_PROSE_TAIL = re.compile(
+    r"(?:\.\s|;\s|,?[ \t]{1,8}(?:since|because|as|so|which|where|but|therefore|thus|hence)\b).*",
+    re.IGNORECASE,
+)
 _FENCE = re.compile(r"```|~~~")
 _DOLLARS = re.compile(r"^\$+|\$+$")
 
@@ -178,7 +184,11 @@ def _last_answer_line(text: str) -> tuple[str, int] | None:
     # "The final answer is $42$, since ...": the math span right after the marker is the answer,
     # not the prose that follows it.
     math = _LEADING_MATH.match(line)
-    return (math.group(1) or math.group(2), best[1]) if math else best
+    if math:
+        return math.group(1) or math.group(2), best[1]
+    # "Answer: 5, because 2 + 3 = 5." -- the prose after the value is not part of it. (A line
+    # this long is over any answer-length limit anyway; leave it whole and skip the search.)
+    return (_PROSE_TAIL.sub("", line) if len(line) <= 4096 else line), best[1]
 
 
 def _extract(text: str) -> Extraction | None:
