@@ -404,7 +404,8 @@ class VerifyPool:
                 self.close()
                 raise RuntimeError(
                     f"math grading workers failed to start {_BOOT_FAILURES} times in a row "
-                    "(is math-verify installed? try: python -c 'import math_verify')"
+                    "(is math-verify installed -- python -c 'import math_verify' -- and is "
+                    "memory_mb large enough?)"
                 )
         self._replace(i)
 
