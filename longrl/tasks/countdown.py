@@ -19,8 +19,8 @@ level  numbers    first steps that reach the target         difficulty (L-1)/(n-
 
 The long-CoT trace writer (:func:`write_trace`) produces what k1.5's warm-up targets: a plan line,
 attempts in a random order, each intermediate result checked against the target, an occasional
-arithmetic slip that is noticed and corrected ("wait"), and a final check of the whole expression
-before the answer. Searchers differ in *patience*: a trace either searches until it finds the
+arithmetic slip that is noticed and corrected ("wait"), and an answer that restates the steps that
+reached the target (the verifier recomputes every step). Searchers differ in *patience*: a trace either searches until it finds the
 target or, with probability ``give_up_prob``, stops after a random number of attempts and answers
 its closest attempt. The warm-up therefore teaches the model how to search but not how much search
 pays; RL on the verifier's reward is what learns to keep searching — the headroom between pass@1
@@ -98,6 +98,10 @@ class Attempt:
         r = str(self.final.right if self.final.left == self.first.value else self.final.left)
         left, right = (a, r) if self.final.left == self.first.value else (r, a)
         return f"{left}{self.final.op}{right}"
+
+    def steps_text(self) -> str:
+        """The answer form the traces use: both steps, e.g. ``7*3=21 21+8=29``."""
+        return f"{self.first.text()}={self.first.value} {self.final.text()}={self.final.value}"
 
 
 def attempts(numbers: Sequence[int], target: int) -> list[Attempt]:
@@ -234,8 +238,7 @@ def write_trace(
     plan 29 from 3 7 8
     8+7=15 15*3=45 over
     7*3=21 21+8=29 yes
-    check (7*3)+8=29 ok
-    answer (7*3)+8
+    answer 7*3=21 21+8=29
     """
     all_att = attempts(numbers, target)
     order = list(all_att)
@@ -243,7 +246,7 @@ def write_trace(
     solved = [a for a in order if a.value == target]
     if short:
         sol = solved[0]
-        return f"answer {sol.expression()}"
+        return f"answer {sol.steps_text()}"
     patience = len(order)
     if rng.random() < give_up_prob:
         patience = rng.randint(1, max(1, len(order) - 1))
@@ -253,12 +256,11 @@ def write_trace(
         lines.append(_attempt_line(att, target, rng, slip_prob))
         tried.append(att)
         if att.value == target:
-            lines.append(f"check {att.expression()}={target} ok")
-            lines.append(f"answer {att.expression()}")
+            lines.append(f"answer {att.steps_text()}")
             return "\n".join(lines)
     best = min(tried, key=lambda a: abs(a.value - target))
     lines.append("give up")
-    lines.append(f"answer {best.expression()}")
+    lines.append(f"answer {best.steps_text()}")
     return "\n".join(lines)
 
 
@@ -302,10 +304,46 @@ def _eval(node: ast.AST, used: list[int]) -> Fraction:
     raise ValueError("not an arithmetic expression")
 
 
+_STEP = re.compile(r"^(\d+)([-+*/])(\d+)=(\d+)$")
+
+
+def _verify_steps(expr: str, numbers: Sequence[int], target: int) -> Score | None:
+    """An answer written as steps ``a op b=c c op d=t``: every step is recomputed here.
+
+    Returns None when ``expr`` is not in step form (then it is read as an expression).
+    """
+    parts = expr.split()
+    steps = [_STEP.match(p) for p in parts]
+    if not parts or not all(steps):
+        return None
+    pool = list(numbers)
+    value = None
+    for m in steps:
+        x, op, y, claimed = int(m[1]), m[2], int(m[3]), int(m[4])
+        for operand in (x, y):
+            if operand not in pool:
+                return Score(0.0, "wrong_numbers", {"answer": expr})
+            pool.remove(operand)
+        exact = Fraction(x) + y if op == "+" else Fraction(x) - y if op == "-" else (
+            Fraction(x) * y if op == "*" else (Fraction(x) / y if y else None))
+        if exact is None or exact != claimed:
+            return Score(0.0, "bad_arithmetic", {"answer": expr})
+        pool.append(claimed)
+        value = claimed
+    if len(pool) != 1:  # every given number must be used exactly once
+        return Score(0.0, "wrong_numbers", {"answer": expr})
+    if value != target:
+        return Score(0.0, "wrong_value", {"answer": expr})
+    return Score(1.0, "ok", {"answer": expr})
+
+
 def verify(response: str, numbers: Sequence[int], target: int) -> Score:
     """Score a response: 1 if its last ``answer`` line uses exactly ``numbers`` and equals ``target``.
 
-    Reasons: ``ok``, ``no_answer``, ``too_long``, ``bad_expression``, ``wrong_numbers``, ``wrong_value``.
+    The answer is either steps (``7*3=21 21+8=29``, each recomputed; a wrong step scores 0 even when
+    the last value is right) or one expression (``(7*3)+8``).
+    Reasons: ``ok``, ``no_answer``, ``too_long``, ``bad_expression``, ``bad_arithmetic``,
+    ``wrong_numbers``, ``wrong_value``.
     """
     found = _ANSWER.findall(response)
     if not found:
@@ -313,6 +351,9 @@ def verify(response: str, numbers: Sequence[int], target: int) -> Score:
     expr = found[-1]
     if len(expr) > MAX_ANSWER_CHARS:
         return Score(0.0, "too_long", {"answer": expr[:MAX_ANSWER_CHARS]})
+    stepped = _verify_steps(expr, numbers, target)
+    if stepped is not None:
+        return stepped
     used: list[int] = []
     try:
         value = _eval(ast.parse(expr, mode="eval"), used)
