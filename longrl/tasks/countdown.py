@@ -135,23 +135,28 @@ def make_problem(rng: random.Random, level: int) -> tuple[list[int], int]:
     lo, hi, need_min, need_max = _LEVEL_SPEC[level]
     while True:
         numbers = [rng.randint(lo, hi) for _ in range(3)]
-        targets = sorted(_all_values(numbers))
-        targets = [t for t in targets if 10 <= t <= MAX_TARGET and t not in numbers]
-        rng.shuffle(targets)
-        for t in targets:
-            n = solving_first_steps(numbers, t)
-            if need_min <= n <= need_max:
-                return numbers, t
+        counts = _solving_counts(tuple(numbers))
+        targets = [t for t, n in counts.items()
+                   if 10 <= t <= MAX_TARGET and t not in numbers and need_min <= n <= need_max]
+        if targets:
+            return numbers, rng.choice(sorted(targets))
 
 
-def _all_values(numbers: Sequence[int]) -> set[int]:
-    vals = set()
+def _solving_counts(numbers: tuple[int, ...]) -> dict[int, int]:
+    """target -> how many distinct first steps reach it (same count as :func:`solving_first_steps`)."""
+    counts: dict[int, int] = {}
+    seen = set()
     for i in range(3):
         for j in range(i + 1, 3):
+            rest = numbers[3 - i - j]
             for first in _steps(numbers[i], numbers[j]):
-                for final in _steps(first.value, numbers[3 - i - j]):
-                    vals.add(final.value)
-    return vals
+                key = (first.left, first.op, first.right, rest)
+                if key in seen:
+                    continue
+                seen.add(key)
+                for v in {f.value for f in _steps(first.value, rest)}:
+                    counts[v] = counts.get(v, 0) + 1
+    return counts
 
 
 def prompt_text(numbers: Sequence[int], target: int) -> str:
