@@ -39,6 +39,9 @@ from fractions import Fraction
 from longrl.types import Prompt, Score
 
 TASK = "countdown"
+# Bumped whenever problem draws or traces change: warm checkpoints are keyed on it, so a warm-up
+# trained on an older draw (whose training prompts may hold today's held-out problems) is not reused.
+GENERATOR_VERSION = 2
 LEVELS = (1, 2, 3)
 _LEVEL_SPEC = {1: (1, 9, 3, 99), 2: (1, 9, 2, 2), 3: (2, 9, 1, 1)}  # lo, hi, min/max solving first steps
 MAX_TARGET = 99

@@ -72,7 +72,8 @@ def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: 
 
 
 def _warm_key(cfg: RunConfig) -> str:
-    ident = {"model": cfg.model.path or asdict(cfg.model.tiny), "sft": asdict(cfg.sft), "seed": cfg.seed}
+    ident = {"model": cfg.model.path or asdict(cfg.model.tiny), "sft": asdict(cfg.sft), "seed": cfg.seed,
+             "task": countdown.GENERATOR_VERSION if cfg.sft.data is None else cfg.sft.data}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
