@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -169,6 +170,9 @@ class RunConfig:
 # ------------------------------------------------------------------------------- loading
 
 
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -200,6 +204,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_FLOAT.match(value):
+        return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string; users mean a number
     if tp in (int, float, str, bool):
         if type(value) is not tp:
             raise UserError(f"{where}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")

@@ -1,0 +1,32 @@
+"""Config loading: presets, overrides, validation messages."""
+
+import pytest
+
+from longrl.config import load_config
+from longrl.errors import UserError
+
+
+def test_overrides_and_scientific_notation(tmp_path):
+    cfg = load_config(None, ["rl.tau=0.05", "rollout.k=16", "rl.lr=2e-5", "rl.horizon=128"])
+    assert (cfg.rl.tau, cfg.rollout.k, cfg.rl.lr, cfg.rl.horizon) == (0.05, 16, 2e-5, 128)
+    f = tmp_path / "c.yaml"
+    f.write_text("rl:\n  lr: 1e-4\n  iterations: 3\n")
+    cfg = load_config(str(f))
+    assert cfg.rl.lr == 1e-4 and cfg.rl.iterations == 3
+
+
+@pytest.mark.parametrize("override,message", [
+    ("rollout.kk=3", "did you mean 'rollout.k'"),
+    ("rollout.k=2.5", "rollout.k: expected int"),
+    ("rl.algorithm=ppo", "choose from"),
+    ("rl.lr=1e-4x", "rl.lr: expected float"),
+    ("rollout", "expected KEY=VALUE"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_preset():
+    with pytest.raises(UserError, match="quickstart"):
+        load_config("no-such-preset")
