@@ -68,3 +68,26 @@ def test_unknown_benchmark_lists_valid_ones(tmp_path):
 def test_help_lists_verbs(tmp_path):
     r = longrl("--help", cwd=tmp_path)
     assert r.returncode == 0 and "train" in r.stdout and "sft" in r.stdout
+
+
+def test_sft_on_a_user_file_then_train_from_model_path(tmp_path, tiny_model_dir):
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "Use 1 2 3 to make 9.\\n", "response": "answer (1+2)*3"}\n' * 8)
+    out = tmp_path / "sft-model"
+    r = longrl("sft", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(out), "--quiet",
+               "--set", "sft.batch_tokens=512", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    # any local HF causal-LM folder: the same loop trains it, no warm-up
+    r = longrl("train", *_sets([f"model.path={out}", "sft.enabled=false"]), "--out", str(tmp_path / "runs"),
+               "--name", "hf", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "runs" / "hf" / "checkpoints" / "iter_2" / "model.safetensors").is_file()
+
+
+def test_sft_file_with_a_bad_row_names_file_and_line(tmp_path, tiny_model_dir):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
+    r = longrl("sft", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "m"),
+               cwd=tmp_path)
+    assert r.returncode == 2 and f"{data}:2" in r.stderr and not (tmp_path / "m").exists()
