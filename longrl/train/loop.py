@@ -90,23 +90,29 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
         return warm
     from longrl.train.sft import encode_examples, run_sft
 
+    examples, source = sft_examples(cfg)  # bad data stops here, before anything is written
     tmp = warm.with_name(warm.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if cfg.model.path is None:
-        from longrl.models.tiny import build_tiny_model, task_corpus
+    try:
+        if cfg.model.path is None:
+            from longrl.models.tiny import build_tiny_model, task_corpus
 
-        build_tiny_model(tmp, cfg.model.tiny, task_corpus())
-        model, tok = load_model(tmp)
-    else:
-        model, tok = load_model(cfg.model.path, cfg.model.dtype)
-    examples, source = sft_examples(cfg)
-    seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
-    if progress:
-        print(f"SFT warm-up: {len(seqs)} examples from {source}")
-    stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress)
-    save_model(model, tok, tmp, extra={"stage": "sft", "sft": stats, "base": cfg.model.path or "tiny",
-                                       "sft_config": asdict(cfg.sft)})
-    tmp.replace(warm) if not warm.exists() else None
+            build_tiny_model(tmp, cfg.model.tiny, task_corpus())
+            model, tok = load_model(tmp)
+        else:
+            model, tok = load_model(cfg.model.path, cfg.model.dtype)
+        seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
+        if progress:
+            print(f"SFT warm-up: {len(seqs)} examples from {source}")
+        stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress)
+        save_model(model, tok, tmp, extra={"stage": "sft", "sft": stats, "base": cfg.model.path or "tiny",
+                                           "sft_config": asdict(cfg.sft)})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
+        raise
+    warm.parent.mkdir(parents=True, exist_ok=True)
+    if not warm.exists():
+        tmp.replace(warm)
     return warm
 
 
