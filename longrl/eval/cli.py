@@ -72,7 +72,9 @@ def run(args) -> int:
 
 def _print_table(s: dict, lengths: list[int]) -> None:
     n = s["n"]
-    rows = [("prompts", s["prompts"]), ("pass@1", f"{s['pass@1']:.4f}"), (f"pass@{n}", f"{s[f'pass@{n}']:.4f}")]
+    rows = [("prompts", s["prompts"]), ("pass@1", f"{s['pass@1']:.4f}")]
+    if n > 1:
+        rows.append((f"pass@{n}", f"{s[f'pass@{n}']:.4f}"))
     if s["greedy"] is not None:
         rows.append(("greedy", f"{s['greedy']:.4f}"))
     rows += [("tokens mean / median / p90", f"{s['tokens_mean']:.1f} / {s['tokens_median']:.0f} / {s['tokens_p90']:.0f}")]
