@@ -107,26 +107,27 @@ class Attempt:
         return f"{self.first.text()}={self.first.value} {self.final.text()}={self.final.value}"
 
 
-def attempts(numbers: Sequence[int], target: int) -> list[Attempt]:
-    """All first steps, each finished with its closest final step (ties: first in + * - / order).
-
-    The closest final step reaches the target whenever any final step does, so searching these
-    attempts is complete for ``(a op b) op c``.
-    """
-    out = []
+def _first_steps(numbers: Sequence[int]) -> Iterator[tuple[Step, int]]:
+    """Each distinct first step on a pair, with the number left over."""
     seen = set()
     for i in range(3):
         for j in range(i + 1, 3):
             rest = numbers[3 - i - j]
             for first in _steps(numbers[i], numbers[j]):
                 key = (first.left, first.op, first.right, rest)
-                if key in seen:
-                    continue
-                seen.add(key)
-                finals = _steps(first.value, rest)
-                best = min(finals, key=lambda s: abs(s.value - target))
-                out.append(Attempt(first, best))
-    return out
+                if key not in seen:
+                    seen.add(key)
+                    yield first, rest
+
+
+def attempts(numbers: Sequence[int], target: int) -> list[Attempt]:
+    """All first steps, each finished with its closest final step (ties: first in + * - / order).
+
+    The closest final step reaches the target whenever any final step does, so searching these
+    attempts is complete for ``(a op b) op c``.
+    """
+    return [Attempt(first, min(_steps(first.value, rest), key=lambda s: abs(s.value - target)))
+            for first, rest in _first_steps(numbers)]
 
 
 def solving_first_steps(numbers: Sequence[int], target: int) -> int:
@@ -148,17 +149,9 @@ def make_problem(rng: random.Random, level: int) -> tuple[list[int], int]:
 def _solving_counts(numbers: tuple[int, ...]) -> dict[int, int]:
     """target -> how many distinct first steps reach it (same count as :func:`solving_first_steps`)."""
     counts: dict[int, int] = {}
-    seen = set()
-    for i in range(3):
-        for j in range(i + 1, 3):
-            rest = numbers[3 - i - j]
-            for first in _steps(numbers[i], numbers[j]):
-                key = (first.left, first.op, first.right, rest)
-                if key in seen:
-                    continue
-                seen.add(key)
-                for v in {f.value for f in _steps(first.value, rest)}:
-                    counts[v] = counts.get(v, 0) + 1
+    for first, rest in _first_steps(numbers):
+        for v in {f.value for f in _steps(first.value, rest)}:
+            counts[v] = counts.get(v, 0) + 1
     return counts
 
 
