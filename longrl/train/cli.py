@@ -6,13 +6,12 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set rl.tau=0.05 (repeatable)")
+    from longrl.cli import add_config_arguments
+
+    add_config_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--out", help="parent folder for the run directory (same as --set out=...)")
     p.add_argument("--name", help="run directory name (same as --set name=...)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
+    from longrl.cli import add_config_arguments
+
+    add_config_arguments(p)
     p.add_argument("--data", help="JSONL of {prompt, response} pairs (default: built-in countdown traces)")
     p.add_argument("--model", help="local Hugging Face model folder (default: build the tiny model)")
-    p.add_argument("--out", required=False, help="output model folder (default: runs/sft-<time>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", help="output model folder (default: runs/sft-<time>)")
 
 
 def run(args) -> int:
