@@ -43,3 +43,55 @@ def test_resume_refuses_conflicts_and_non_runs(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     bad = longrl("train", "--resume", str(tmp_path / "runs" / "r"), "--set", "rl.tau=0.5", cwd=tmp_path)
     assert bad.returncode == 2 and "rl.tau" in bad.stderr
+
+
+def _rollouts(run):
+    return [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_mid_iteration_then_resume_equals_uninterrupted(tmp_path):
+    """SIGKILL at a random instant after the second iteration, resume: same metrics, same prompts."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = str(tmp_path / "runs")
+    args = [*_sets(["rl.iterations=5"]), "--out", out, "--quiet"]
+    full = longrl("train", *args, "--name", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    victim = subprocess.Popen([sys.executable, "-m", "longrl.cli", "train", *args, "--name", "killed"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "runs" / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.01)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.3))  # somewhere inside iteration 3 or 4
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    res = longrl("train", "--resume", str(tmp_path / "runs" / "killed"), "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = _metrics(tmp_path / "runs" / "full"), _metrics(tmp_path / "runs" / "killed")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
+    for it in a:
+        _same(a[it], b[it])
+    ra, rb = _rollouts(tmp_path / "runs" / "full"), _rollouts(tmp_path / "runs" / "killed")
+    assert [(r["iter"], r["prompt_id"]) for r in ra] == [(r["iter"], r["prompt_id"]) for r in rb]
+    assert ra == rb
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    out = str(tmp_path / "runs")
+    ok = longrl("train", *_sets(["rl.iterations=1"]), "--out", out, "--name", "r", "--quiet", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    config = tmp_path / "runs" / "r" / "config.yaml"  # as if the checkpoint came from another model
+    config.write_text(config.read_text().replace("hidden_size: 32", "hidden_size: 48"))
+    bad = longrl("train", "--resume", str(tmp_path / "runs" / "r"), "--set", "rl.iterations=2", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert "different model architecture" in bad.stderr and "hidden_size: 32 (checkpoint) vs 48" in bad.stderr
+    assert "Traceback" not in bad.stderr

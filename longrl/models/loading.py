@@ -58,6 +58,34 @@ def save_model(model, tokenizer, out_dir: str | Path, extra: dict | None = None)
     return out_dir
 
 
+# Config fields that fix the shapes of a causal LM's weights.
+ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
+
+
+def architecture(config) -> dict:
+    """The shape-defining fields of a transformers config (object or dict)."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    return {k: get(k) for k in ARCH_FIELDS if get(k) is not None}
+
+
+def tiny_architecture(tiny) -> dict:
+    """What ``build_tiny_model`` makes from a ``TinyModelConfig`` (vocab size depends on the corpus)."""
+    return {"model_type": "llama", "hidden_size": tiny.hidden_size, "num_hidden_layers": tiny.num_layers,
+            "num_attention_heads": tiny.num_heads, "num_key_value_heads": tiny.num_heads,
+            "intermediate_size": tiny.intermediate_size, "max_position_embeddings": tiny.max_positions}
+
+
+def check_architecture(model, expected: dict, expected_from: str, checkpoint: str | Path) -> None:
+    """Refuse a checkpoint whose architecture differs from the one the run was configured with."""
+    have = architecture(model.config)
+    diff = [f"{k}: {have.get(k)!r} (checkpoint) vs {v!r} ({expected_from})"
+            for k, v in expected.items() if k in have and have[k] != v]
+    if diff:
+        raise UserError(f"checkpoint {checkpoint} has a different model architecture than {expected_from}: "
+                        + "; ".join(diff))
+
+
 def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 1 << 30))
 

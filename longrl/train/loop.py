@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 
 from longrl.config import RunConfig, dump_yaml, to_dict
 from longrl.errors import UserError
-from longrl.models.loading import context_length, encode_prompt, load_model, save_model
+from longrl.models.loading import (
+    architecture,
+    check_architecture,
+    context_length,
+    encode_prompt,
+    load_model,
+    save_model,
+    tiny_architecture,
+)
 from longrl.rewards import ScoreRouter
 from longrl.rollout.hf import HFEngine
 from longrl.tasks import countdown
@@ -116,6 +124,14 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
     return warm
 
 
+def expected_architecture(cfg: RunConfig) -> tuple[dict, str]:
+    """The architecture the config asks for, and where that expectation comes from."""
+    if cfg.model.path is None:
+        return tiny_architecture(cfg.model.tiny), "model.tiny"
+    config_json = Path(cfg.model.path) / "config.json"
+    return architecture(json.loads(config_json.read_text())), f"model.path ({config_json})"
+
+
 def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
     if cfg.sft.data:
         from longrl.data.prompts import load_sft_file
@@ -179,6 +195,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         last = None
         start_dir = warm_model_dir(cfg, progress)
     model, tok = load_model(start_dir, cfg.model.dtype)
+    check_architecture(model, *expected_architecture(cfg), checkpoint=start_dir)
     ctx = context_length(model)
     check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
     check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
@@ -199,6 +216,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         summary = state.get("summary", {})
         _truncate_jsonl(run_dir / "metrics.jsonl", trainer.iteration)
         _truncate_jsonl(run_dir / "eval.jsonl", trainer.iteration)
+        _truncate_jsonl(run_dir / "rollouts.jsonl", trainer.iteration)
     logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
     t_start = time.time()
     try:
@@ -223,6 +241,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
                 m.update(last_eval)
                 summary["final"] = last_eval
             logger.log(m, step=it)
+            with open(run_dir / "rollouts.jsonl", "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in trainer.rollout_records())
             bar.set_postfix(reward=f"{m['reward/mean']:.2f}", acc=f"{m['train/accuracy']:.2f}",
                             heldout=f"{last_eval.get('eval/pass1', float('nan')):.3f}",
                             tok_s=f"{m['perf/tokens_per_s']:.0f}", len=f"{m['response/len_mean']:.0f}")

@@ -54,6 +54,7 @@ class Trainer:
                                      curriculum_warmup_iters=s.curriculum_warmup_iters,
                                      hard_threshold=s.hard_threshold, eps=s.eps)
         self._encoded: dict[str, list[int]] = {}
+        self.trained: list[Trajectory] = []  # the trajectories of the last update, for the rollout log
 
     # ------------------------------------------------------------------ one iteration (k1.5 §2.3)
 
@@ -68,6 +69,7 @@ class Trainer:
         stats = self.update(trajs)
         self.sync()
         self.record_outcomes(trajs)
+        self.trained = trajs
         t_end = time.perf_counter()
         self.iteration += 1
         return self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
@@ -209,6 +211,14 @@ class Trainer:
             m[f"stop/{reason}"] = n
         m.update(self.sampler.stats())
         return m
+
+    def rollout_records(self) -> list[dict]:
+        """One record per group trained in the last iteration: what ``rollouts.jsonl`` keeps."""
+        return [{"iter": self.iteration, "prompt_id": g[0].prompt_id,
+                 "rewards": [round(t.reward, 6) for t in g], "correct": [t.score.correct for t in g],
+                 "lengths": [t.num_tokens for t in g], "stop": [t.stop_reason for t in g],
+                 "sample": g[0].response_text}
+                for g in _groups(self.trained)]
 
     # ------------------------------------------------------------------ state
 
