@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from longrl.algo import get_algorithm
-from longrl.algo.losses import (best_correct_weights, clipped_ratio_loss, mean_baseline,
-                                mirror_descent_loss, normalized_baseline)
+from longrl.algo.losses import (
+    best_correct_weights,
+    clipped_ratio_loss,
+    mean_baseline,
+    mirror_descent_loss,
+    normalized_baseline,
+)
 
 
 def test_golden_mirror_descent():

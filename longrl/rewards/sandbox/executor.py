@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from longrl.errors import UserError
-from longrl.rewards.sandbox._procs import _cgroup_parents, _Cgroup, _Proc, _Protocol
+from longrl.rewards.sandbox._procs import _Cgroup, _cgroup_parents, _Proc, _Protocol
 
 if TYPE_CHECKING:
     from longrl.rewards.sandbox.rpc import RpcSession
