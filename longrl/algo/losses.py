@@ -82,3 +82,21 @@ def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor) -> torch.
     w = torch.zeros_like(rewards)
     w[torch.arange(rewards.shape[0]), best] = 1.0
     return w * correct.any(dim=-1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------- preferences
+
+
+def dpo_loss(chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
+             ref_rejected_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Direct preference optimisation (Rafailov et al. 2023), summed over P pairs::
+
+        L = Σ_p −log σ( β · [ (log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x)) ] )
+
+    All four inputs are sequence-level log-probs ``[P]`` (sums over response tokens, as
+    :func:`sequence_logprob` gives); y_w is the chosen, y_l the rejected response. The gradient
+    raises log π_θ(y_w) and lowers log π_θ(y_l), each by β·σ(−margin). long2short (k1.5 §2.4)
+    uses it with y_w the shortest correct sample and y_l a wrong or ≥ 1.5× longer one.
+    """
+    margin = beta * ((chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp))
+    return -torch.nn.functional.logsigmoid(margin).sum()
