@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("longrl.train.cli", "RL training (the quickstart when no config is given)"),
     "sft": ("longrl.train.sft_cli", "supervised long-CoT warm-up"),
+    "long2short": ("longrl.long2short.cli", "merge, shortest rejection sampling, DPO, long2short RL, compare"),
     "eval": ("longrl.eval.cli", "evaluate a model on a benchmark"),
     "report": ("longrl.report", "plots and an HTML page from a run directory"),
     "sandbox": ("longrl.rewards.sandbox.cli", "run or serve the code-execution sandbox"),

@@ -1,0 +1,61 @@
+"""Sampling n scored responses per prompt, and the prompt sources long2short accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from longrl.errors import UserError
+from longrl.long2short.select import Group
+from longrl.types import Prompt, Score
+
+BUILTIN = "countdown"  # --data countdown: training prompts of the built-in task (never held-out ones)
+
+
+def load_prompts(data: str, limit: int | None = None, seed: int = 0) -> list[Prompt]:
+    """A prompt file (JSONL/Parquet with references; bad rows name file and line), or ``countdown``."""
+    if data == BUILTIN and not Path(data).exists():
+        from longrl.tasks import countdown
+
+        stream = countdown.train_prompts(seed)
+        return [next(stream) for _ in range(limit or 512)]
+    from longrl.data.prompts import load_prompt_file
+
+    prompts = load_prompt_file(Path(data))
+    if not prompts:
+        raise UserError(f"{data}: no prompts")
+    return prompts[:limit] if limit else prompts
+
+
+def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temperature: float,
+                  max_new_tokens: int, seed: int = 0, chat_template: bool = False,
+                  max_batch: int = 256) -> list[Group]:
+    """n samples per prompt from ``model``, scored by each prompt's verifier.
+
+    This is the evaluation runner's sample-and-score pass (same seeds, same scorers), kept per
+    prompt instead of averaged.
+    """
+    from longrl.eval.runner import evaluate
+    from longrl.rewards import ScoreRouter
+    from longrl.rollout.hf import HFEngine
+
+    engine = HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, max_batch)
+    router = ScoreRouter()
+    try:
+        res = evaluate(engine, tokenizer, prompts, router, n=n, temperature=temperature,
+                       max_new_tokens=max_new_tokens, greedy=False, seed=seed,
+                       chat_template=chat_template, keep_rows=True)
+    finally:
+        router.close()
+    groups = []
+    for i, p in enumerate(prompts):
+        rows = res.rows[i * n : (i + 1) * n]
+        groups.append(Group(p, [r["response"] for r in rows], [r["tokens"] for r in rows],
+                            [Score(r["reward"], r["reason"]).correct for r in rows]))
+    return groups
+
+
+def group_rows(groups: Sequence[Group]) -> list[dict]:
+    """One audit row per prompt (``samples.jsonl``): every response with its length and verdict."""
+    return [{"prompt_id": g.prompt.id, "prompt": g.prompt.text, "responses": g.responses,
+             "tokens": g.lengths, "correct": g.correct} for g in groups]
