@@ -75,8 +75,14 @@ class RolloutConfig:
     temperature: float = 1.0  # sampling temperature (log-probs are of logits / temperature)
     top_p: float = 1.0  # nucleus sampling mass (training needs 1.0: the loss uses the full softmax)
     max_batch: int = 256  # sequences decoded together
+    repeat_max_period: int = 0  # stop a sample whose last repeat_window tokens repeat an n-gram, n <= this; 0: off
+    repeat_window: int = 64  # tokens that must be periodic before the repeat detector fires
+    repeat_penalty: float = 0.0  # added to the reward of a sample stopped for repetition (e.g. -0.5)
 
     def validate(self) -> None:
+        if self.repeat_max_period < 0 or (self.repeat_max_period and self.repeat_window <= self.repeat_max_period):
+            raise UserError(f"rollout.repeat_window ({self.repeat_window}) must exceed rollout.repeat_max_period "
+                            f"({self.repeat_max_period}), which must be >= 0")
         if self.k < 2:
             raise UserError(f"rollout.k={self.k}: k must be at least 2 (the mean baseline needs a group)")
         if self.temperature <= 0:
@@ -104,6 +110,15 @@ class RLConfig:
     def validate(self) -> None:
         if self.tau < 0 or self.lr <= 0 or self.iterations < 0 or self.epochs < 1 or self.mini_batches < 1:
             raise UserError("rl: tau >= 0, lr > 0, iterations >= 0, epochs >= 1 and mini_batches >= 1")
+
+
+@dataclass
+class PartialConfig:
+    enabled: bool = False  # k1.5 partial rollouts: long trajectories continue across iterations
+    budget: int | None = None  # new tokens per trajectory per iteration (None: rollout.max_length // 4);
+    # rollout.max_length stays the overall cap
+    loss_segments: str = "last"  # last: only a trajectory's final segment is in the loss; all: every segment
+    max_staleness: int = 0  # drop a group whose oldest trajectory began > this many iterations ago; 0: never
 
 
 @dataclass
@@ -146,6 +161,7 @@ class RunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    partial: PartialConfig = field(default_factory=PartialConfig)
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -162,6 +178,19 @@ class RunConfig:
             raise UserError(f"rl.algorithm: unknown {self.rl.algorithm!r}; choose from {algorithm_names()}")
         if self.rollout.engine not in ("hf", "vllm"):
             raise UserError(f"rollout.engine: unknown {self.rollout.engine!r}; choose hf or vllm")
+        if self.partial.enabled:
+            p = self.partial
+            if p.loss_segments not in ("last", "all"):
+                raise UserError(f"partial.loss_segments: {p.loss_segments!r}; choose last or all")
+            if p.budget is None:
+                p.budget = max(1, self.rollout.max_length // 4)
+            if p.budget <= 0:
+                raise UserError(f"partial.budget={p.budget}: the per-iteration token budget must be positive")
+            if p.budget > self.rollout.max_length:
+                raise UserError(f"partial.budget={p.budget} is larger than rollout.max_length="
+                                f"{self.rollout.max_length}: every trajectory would finish in one iteration")
+            if p.max_staleness < 0:
+                raise UserError("partial.max_staleness must be >= 0 (0: no cap)")
         if self.rl.algorithm != "grpo" and self.rollout.top_p < 1:
             raise UserError("rollout.top_p < 1 with rl.algorithm != grpo: the k1.5 loss needs the full "
                             "sampling distribution; set rollout.top_p=1")

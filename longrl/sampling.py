@@ -166,15 +166,20 @@ class PromptSampler:
         p = w / w.sum()
         return {self.ids[i]: float(q) for i, q in zip(pool, p)}
 
-    def sample(self, n: int, iteration: int) -> list[str]:
+    def sample(self, n: int, iteration: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Draw ``n`` prompt ids for RL ``iteration`` (0-based).
 
         Without replacement when at least ``n`` eligible prompts have positive probability (a
         batch of distinct prompts), with replacement otherwise. Advances the sampler's RNG.
+        ``exclude`` (prompts whose groups are still in the replay buffer) are not drawn, unless
+        they are all that is eligible.
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         probs = self.probabilities(iteration)
+        if exclude and any(i not in exclude for i in probs):  # prompts still in flight (partial rollouts)
+            total = sum(q for i, q in probs.items() if i not in exclude)
+            probs = {i: q / total for i, q in probs.items() if i not in exclude}
         ids = list(probs)
         p = np.fromiter(probs.values(), dtype=np.float64, count=len(ids))
         if n == 0:

@@ -95,6 +95,7 @@ class Trajectory:
     logprobs: list[float]  # recorded by the engine at generation time
     versions: list[int]  # per response token: the policy iteration that generated it
     stop_reason: StopReason
+    seed: int | None = None  # the sample's noise seed, kept so a partial rollout continues the same sample
     response_text: str = ""
     score: Score | None = None
     len_reward: float = 0.0  # length-penalty part of the reward (DESIGN §3)

@@ -95,3 +95,30 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
     assert bad.returncode == 2, bad.stderr[-2000:]
     assert "different model architecture" in bad.stderr and "hidden_size: 32 (checkpoint) vs 48" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_partial_rollouts_resume_exactly_and_lose_no_group(tmp_path):
+    """The replay buffer goes into the checkpoint: resumed == uninterrupted, every group accounted for."""
+    out = str(tmp_path / "runs")
+    partial = ["partial.enabled=true", "partial.budget=5", "rollout.batch_prompts=3"]
+    full = longrl("train", *_sets([*partial, "rl.iterations=7"]), "--out", out, "--name", "full", "--quiet",
+                  cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    part = longrl("train", *_sets([*partial, "rl.iterations=3"]), "--out", out, "--name", "part", "--quiet",
+                  cwd=tmp_path)
+    assert part.returncode == 0, part.stderr[-2000:]
+    assert _metrics(tmp_path / "runs" / "part")[3]["partial/buffer_unfinished"] > 0  # resumes mid-trajectory
+    res = longrl("train", "--resume", str(tmp_path / "runs" / "part"), "--set", "rl.iterations=7", "--quiet",
+                 cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = _metrics(tmp_path / "runs" / "full"), _metrics(tmp_path / "runs" / "part")
+    for it in (1, 2, 3, 4, 5, 6):
+        _same({k: v for k, v in a[it].items() if not k.startswith("eval/")},
+              {k: v for k, v in b[it].items() if not k.startswith("eval/")})
+    _same(a[7], b[7])
+    assert _rollouts(tmp_path / "runs" / "full") == _rollouts(tmp_path / "runs" / "part")
+    m = a.values()
+    assert sum(x["partial/old_policy_token_share"] > 0 for x in m) > 0  # some trained tokens are off-policy
+    started, trained = sum(x["train/new_groups"] for x in m), sum(x["train/groups"] for x in m)
+    assert started == trained + a[7]["partial/buffer_groups"] + sum(x["partial/dropped_stale"] for x in m)
+    assert trained > 0 and {x["stop/budget"] for x in m if "stop/budget" in x} != set()

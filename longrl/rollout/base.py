@@ -21,6 +21,8 @@ from longrl.types import GenRequest, GenResult
 class SamplingParams:
     temperature: float = 1.0  # 0 means greedy (log-probs then come from the raw logits)
     top_p: float = 1.0  # nucleus mass kept; 1.0 keeps the full distribution
+    repeat_max_period: int = 0  # stop a sample whose last repeat_window tokens repeat a <=N-gram; 0: off
+    repeat_window: int = 64
 
 
 class RolloutEngine(Protocol):

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 
 from longrl.rollout.base import SamplingParams
+from longrl.rollout.repetition import RepeatDetector
 from longrl.types import GenRequest, GenResult
 
 _M32 = 0xFFFFFFFF
@@ -132,6 +133,10 @@ class HFEngine:
             stop: list[str] = ["max_length"] * B
             alive = torch.arange(B)  # original row of each row still in the batch
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            detector = None
+            if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
+                detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
+                                          [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
             cache = DynamicCache()
             step_ids, step_pos = ids, position_ids
             n_done = 0
@@ -141,18 +146,24 @@ class HFEngine:
                                past_key_values=cache, use_cache=True).logits[:, -1]
                 tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
                 step += 1
-                finished = torch.isin(tok, self.eos_ids) | (step >= max_new[alive])
+                is_eos = torch.isin(tok, self.eos_ids)
+                repeated = detector.push(tok) & ~is_eos if detector is not None else torch.zeros_like(is_eos)
+                finished = is_eos | repeated | (step >= max_new[alive])
                 for k, b in enumerate(alive.tolist()):
                     tokens[b].append(int(tok[k]))
                     logps[b].append(float(lp[k]))
-                    if finished[k] and torch.isin(tok[k], self.eos_ids):
+                    if is_eos[k]:
                         stop[b] = "eos"
+                    elif repeated[k]:
+                        stop[b] = "repetition"
                 keep = (~finished).nonzero().squeeze(1)
                 n_done += int(finished.sum())
                 if keep.numel() == 0:
                     break
                 if keep.numel() < alive.numel():
                     cache.batch_select_indices(keep)
+                    if detector is not None:
+                        detector.select(keep)
                     mask = mask[keep]
                     tok = tok[keep]
                     alive = alive[keep]

@@ -211,7 +211,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
     summary: dict = {}
     if last is not None:
         state = ckpt.load_state(last)
-        trainer.load_state_dict(state["trainer"])
+        trainer.load_state_dict(state["trainer"], where=str(last))
         ckpt.set_rng_state(state["rng"])
         summary = state.get("summary", {})
         _truncate_jsonl(run_dir / "metrics.jsonl", trainer.iteration)
@@ -243,9 +243,10 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             logger.log(m, step=it)
             with open(run_dir / "rollouts.jsonl", "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in trainer.rollout_records())
-            bar.set_postfix(reward=f"{m['reward/mean']:.2f}", acc=f"{m['train/accuracy']:.2f}",
-                            heldout=f"{last_eval.get('eval/pass1', float('nan')):.3f}",
-                            tok_s=f"{m['perf/tokens_per_s']:.0f}", len=f"{m['response/len_mean']:.0f}")
+            nan = float("nan")
+            bar.set_postfix(reward=f"{m.get('reward/mean', nan):.2f}", acc=f"{m.get('train/accuracy', nan):.2f}",
+                            heldout=f"{last_eval.get('eval/pass1', nan):.3f}",
+                            tok_s=f"{m['perf/tokens_per_s']:.0f}", len=f"{m.get('response/len_mean', nan):.0f}")
             bar.update(1)
             if it % cfg.checkpoint.every == 0 or it == total:
                 state = {"trainer": trainer.state_dict(), "rng": ckpt.rng_state(), "summary": summary}

@@ -23,7 +23,8 @@ from longrl.rewards.length import length_penalty_weight, length_rewards
 from longrl.rollout.base import SamplingParams
 from longrl.sampling import PromptSampler
 from longrl.train.batch import Seq, micro_batches, token_logprobs
-from longrl.types import GenRequest, Prompt, Trajectory
+from longrl.train.partial import ReplayBuffer, loss_start, vocab_signature
+from longrl.types import Prompt, Trajectory
 
 
 @dataclass
@@ -33,6 +34,7 @@ class UpdateStats:
     delta_abs: float = 0.0  # mean |log pi_theta - log pi_i| per sequence at the last step
     steps: int = 0
     tokens: int = 0
+    offpolicy_gap: float = 0.0  # partial rollouts: mean |recorded - current log pi| over older-policy tokens
     extra: dict = field(default_factory=dict)
 
 
@@ -54,59 +56,72 @@ class Trainer:
                                      curriculum_warmup_iters=s.curriculum_warmup_iters,
                                      hard_threshold=s.hard_threshold, eps=s.eps)
         self._encoded: dict[str, list[int]] = {}
+        r, pc = cfg.rollout, cfg.partial
+        budget = (pc.budget or max(1, r.max_length // 4)) if pc.enabled else None
+        self.buffer = ReplayBuffer(r.k, r.max_length, budget, pc.max_staleness)
+        self.signature = vocab_signature(tokenizer, model)
         self.trained: list[Trajectory] = []  # the trajectories of the last update, for the rollout log
 
     # ------------------------------------------------------------------ one iteration (k1.5 §2.3)
 
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
-        prompts = self.sample_prompts()
-        trajs = self.rollout(prompts)
+        dropped = self.buffer.drop_stale(self.iteration)
+        self._uid_at_start = self.buffer.next_uid
+        self.start_groups()
+        stops, generated = self.rollout()
+        trajs = [t for g in self.buffer.release() for t in g.trajs]  # groups whose k samples finished
         t_roll = time.perf_counter()
-        self.score(trajs)
-        self.baseline(trajs)
+        if trajs:
+            self.score(trajs)
+            self.baseline(trajs)
         t_score = time.perf_counter()
         stats = self.update(trajs)
         self.sync()
         self.record_outcomes(trajs)
         self.trained = trajs
         t_end = time.perf_counter()
+        m = self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
+                                        "update": t_end - t_score, "iter": t_end - t0}, stops, generated,
+                         len(dropped))
         self.iteration += 1
-        return self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
-                                           "update": t_end - t_score, "iter": t_end - t0})
+        return m
 
     # ------------------------------------------------------------------ callees
 
-    def sample_prompts(self) -> list[Prompt]:
-        ids = self.sampler.sample(self.cfg.rollout.batch_prompts, self.iteration)
-        return [self.prompts[i] for i in ids]
+    def start_groups(self) -> None:
+        """Sample new prompts for the places the continuing trajectories leave in the batch."""
+        n = self.buffer.new_group_slots(self.cfg.rollout.batch_prompts * self.cfg.rollout.k)
+        ids = self.sampler.sample(n, self.iteration, exclude=self.buffer.prompt_ids())
+        self.buffer.start([self.prompts[i] for i in ids], self.iteration, self.encode, self._seed)
 
     def encode(self, p: Prompt) -> list[int]:
         if p.id not in self._encoded:
             self._encoded[p.id] = encode_prompt(self.tokenizer, p.text, self.cfg.model.chat_template)
         return self._encoded[p.id]
 
-    def rollout(self, prompts: list[Prompt]) -> list[Trajectory]:
-        """k samples per prompt from the current policy pi_i; each sample has its own seed."""
-        k, r = self.cfg.rollout.k, self.cfg.rollout
-        reqs = [GenRequest(self.encode(p), r.max_length, seed=self._seed(g, j))
-                for g, p in enumerate(prompts) for j in range(k)]
-        results = self.engine.generate(reqs, SamplingParams(r.temperature, r.top_p))
-        texts = self.tokenizer.batch_decode([x.token_ids for x in results], skip_special_tokens=True)
-        return [
-            Trajectory(prompt_id=prompts[n // k].id, group_id=n // k, sample_index=n % k,
-                       prompt_ids=req.prompt_ids, response_ids=res.token_ids, logprobs=res.logprobs,
-                       versions=[self.iteration] * len(res.token_ids), stop_reason=res.stop_reason,
-                       response_text=text)
-            for n, (req, res, text) in enumerate(zip(reqs, results, texts))
-        ]
+    def rollout(self) -> tuple[Counter, int]:
+        """One segment per unfinished trajectory from the current policy pi_i: (stop reasons, tokens).
+
+        Each sample has its own seed for its whole life, so a trajectory continued over several
+        iterations draws the same noise as one generated at once.
+        """
+        r = self.cfg.rollout
+        trajs, reqs = self.buffer.requests()
+        results = self.engine.generate(reqs, SamplingParams(r.temperature, r.top_p, r.repeat_max_period,
+                                                            r.repeat_window))
+        stops = Counter(self.buffer.extend(t, res, self.iteration) for t, res in zip(trajs, results))
+        return stops, sum(len(res.token_ids) for res in results)
 
     def _seed(self, group: int, sample: int) -> int:
         return random.Random(f"{self.cfg.seed}-{self.iteration}-{group}-{sample}").getrandbits(62)
 
     def score(self, trajs: list[Trajectory]) -> None:
         """Task reward from each prompt's scorer, plus the k1.5 length reward per group (§3)."""
-        scores = self.router([self.prompts[t.prompt_id] for t in trajs], [t.response_text for t in trajs])
+        texts = self.tokenizer.batch_decode([t.response_ids for t in trajs], skip_special_tokens=True)
+        for t, text in zip(trajs, texts):
+            t.response_text = text
+        scores = self.router([self.prompts[t.prompt_id] for t in trajs], texts)
         for t, s in zip(trajs, scores):
             t.score = s
         lp = self.cfg.length_penalty
@@ -116,6 +131,8 @@ class Trainer:
             for t, b in zip(group, bonus):
                 t.len_reward = b
                 t.reward = t.score.value + w * b
+                if t.stop_reason == "repetition":
+                    t.reward += self.cfg.rollout.repeat_penalty
 
     def baseline(self, trajs: list[Trajectory]) -> None:
         groups = _groups(trajs)
@@ -135,15 +152,21 @@ class Trainer:
         by a fixed H only rescales the learning rate, so the gradient norm is clipped and logged.
         """
         cfg = self.cfg.rl
-        seqs = [Seq(ids=t.prompt_ids + t.response_ids, loss_start=len(t.prompt_ids),
-                    advantage=t.advantage, ref_logp=t.logprobs, index=i) for i, t in enumerate(trajs)]
+        seqs = []
+        for i, t in enumerate(trajs):
+            start = loss_start(t, self.cfg.partial.loss_segments)
+            seqs.append(Seq(ids=t.prompt_ids + t.response_ids, loss_start=start, advantage=t.advantage,
+                            ref_logp=t.logprobs[start - len(t.prompt_ids):], index=i))
         if self.algo.name == "rest":
             seqs = [s for s in seqs if s.advantage > 0]  # zero-weight samples contribute nothing
         stats = UpdateStats()
         if not seqs:
             return stats
         # log pi_i: the engine's per-token log-probs of the sampled tokens, recorded by pi_i itself
-        # before any update of this iteration (the hf engine runs the trainer's own module).
+        # before any update of this iteration (the hf engine runs the trainer's own module). With
+        # partial rollouts some loss tokens come from older policies, so pi_i is recomputed.
+        if self.cfg.partial.enabled:
+            stats.offpolicy_gap = self.recompute_reference(seqs, trajs)
         horizon = cfg.horizon or self.cfg.rollout.max_length
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
@@ -174,6 +197,25 @@ class Trainer:
                 stats.delta_abs = float(torch.cat(deltas).mean())
         return stats
 
+    @torch.no_grad()
+    def recompute_reference(self, seqs: list[Seq], trajs: list[Trajectory]) -> float:
+        """Set each sequence's ``ref_logp`` to the current policy's; return the mean gap on old tokens."""
+        by_index = {s.index: s for s in seqs}
+        recorded = {s.index: s.ref_logp for s in seqs}
+        gaps = []
+        for b in micro_batches(seqs, self.cfg.rl.micro_batch_tokens, self.tokenizer.pad_token_id):
+            logp = token_logprobs(self.model, b, self.cfg.rollout.temperature)
+            for row, idx in enumerate(b.index.tolist()):
+                s = by_index[idx]
+                n = len(s.ids)
+                s.ref_logp = logp[row, s.loss_start - 1 : n - 1].tolist()
+                t = trajs[idx]
+                first = s.loss_start - len(t.prompt_ids)
+                for v, old, new in zip(t.versions[first:], recorded[idx], s.ref_logp):
+                    if v < self.iteration:
+                        gaps.append(abs(old - new))
+        return float(np.mean(gaps)) if gaps else 0.0
+
     def sync(self) -> None:
         """Push the new weights to the rollout engine (in place for the in-process hf engine)."""
         self.engine.update_weights(self.model.named_parameters())
@@ -184,31 +226,49 @@ class Trainer:
 
     # ------------------------------------------------------------------ metrics
 
-    def metrics(self, trajs: list[Trajectory], st: UpdateStats, times: dict[str, float]) -> dict[str, float]:
-        lengths = np.array([t.num_tokens for t in trajs], dtype=float)
-        groups = _groups(trajs)
+    def metrics(self, trajs: list[Trajectory], st: UpdateStats, times: dict[str, float], stops: Counter,
+                generated: int, dropped: int) -> dict[str, float]:
+        """This iteration's figures; the trajectory statistics cover the groups trained on."""
         lp = self.cfg.length_penalty
-        m = {
-            "reward/mean": float(np.mean([t.reward for t in trajs])),
-            "reward/task_mean": float(np.mean([t.score.value for t in trajs])),
-            "train/accuracy": float(np.mean([t.score.correct for t in trajs])),
-            "train/informative_groups": float(np.mean([len({t.reward for t in g}) > 1 for g in groups])),
-            "response/len_mean": float(lengths.mean()),
-            "response/len_p90": float(np.percentile(lengths, 90)),
-            "response/clip_frac": float(np.mean([t.stop_reason != "eos" for t in trajs])),
-            "length_penalty/weight": length_penalty_weight(self.iteration - 1, lp.weight, lp.warmup_iters),
+        m: dict[str, float] = {
+            "length_penalty/weight": length_penalty_weight(self.iteration, lp.weight, lp.warmup_iters),
             "loss": st.loss,
             "grad_norm": st.grad_norm,
             "update/delta_abs": st.delta_abs,
             "update/steps": st.steps,
-            "perf/tokens_per_s": float(lengths.sum()) / max(times["rollout"], 1e-9),
+            "perf/tokens_per_s": generated / max(times["rollout"], 1e-9),
             "perf/train_tokens_per_s": st.tokens / max(times["update"], 1e-9),
+            "train/groups": len(_groups(trajs)),
+            "train/new_groups": self.buffer.next_uid - self._uid_at_start,
         }
+        if trajs:
+            lengths = np.array([t.num_tokens for t in trajs], dtype=float)
+            m.update({
+                "reward/mean": float(np.mean([t.reward for t in trajs])),
+                "reward/task_mean": float(np.mean([t.score.value for t in trajs])),
+                "train/accuracy": float(np.mean([t.score.correct for t in trajs])),
+                "train/informative_groups": float(np.mean([len({t.reward for t in g}) > 1 for g in _groups(trajs)])),
+                "response/len_mean": float(lengths.mean()),
+                "response/len_p90": float(np.percentile(lengths, 90)),
+                "response/clip_frac": float(np.mean([t.stop_reason != "eos" for t in trajs])),
+            })
+            for reason, n in Counter(t.score.reason for t in trajs).items():
+                m[f"reward/reason/{reason}"] = n
         m.update({f"time/{k}_s": v for k, v in times.items()})
-        for reason, n in Counter(t.score.reason for t in trajs).items():
-            m[f"reward/reason/{reason}"] = n
-        for reason, n in Counter(t.stop_reason for t in trajs).items():
+        for reason, n in stops.items():  # of the segments generated this iteration
             m[f"stop/{reason}"] = n
+        if self.cfg.partial.enabled:
+            first = [loss_start(t, self.cfg.partial.loss_segments) - len(t.prompt_ids) for t in trajs]
+            loss_versions = [v for t, f in zip(trajs, first) for v in t.versions[f:]]
+            m.update({
+                "partial/buffer_groups": len(self.buffer.groups),
+                "partial/buffer_unfinished": len(self.buffer.in_flight()),
+                "partial/oldest_age": self.buffer.oldest_age(self.iteration),
+                "partial/dropped_stale": dropped,
+                "partial/old_policy_token_share": float(np.mean([v < self.iteration for v in loss_versions]))
+                if loss_versions else 0.0,
+                "partial/offpolicy_logp_gap": st.offpolicy_gap,
+            })
         m.update(self.sampler.stats())
         return m
 
@@ -223,11 +283,14 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "sampler": self.sampler.state_dict()}
+        return {"iteration": self.iteration, "sampler": self.sampler.state_dict(),
+                "buffer": self.buffer.state_dict(self.signature)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, where: str = "checkpoint") -> None:
         self.iteration = state["iteration"]
         self.sampler.load_state_dict(state["sampler"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"], self.signature, where)
 
 
 def _groups(trajs: list[Trajectory]) -> list[list[Trajectory]]:
