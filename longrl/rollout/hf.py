@@ -82,13 +82,33 @@ class HFEngine:
 
     def generate(self, requests: list[GenRequest], params: SamplingParams) -> list[GenResult]:
         out: list[GenResult | None] = [None] * len(requests)
-        # Similar prompt lengths together: less left padding. Results do not depend on grouping.
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt_ids))
-        for start in range(0, len(order), self.max_batch):
-            idx = order[start : start + self.max_batch]
+        for idx in self._batches([len(r.prompt_ids) for r in requests]):
             for i, res in zip(idx, self._generate_batch([requests[i] for i in idx], params)):
                 out[i] = res
         return out  # type: ignore[return-value]
+
+    def _batches(self, lens: list[int], slack: int = 2048) -> list[list[int]]:
+        """Request indices in decoding batches of similar context length.
+
+        Contexts are left-padded to the longest of their batch, and the prefill pays for the
+        padding. Continued partial rollouts (prompt + hundreds of tokens) beside fresh prompts
+        would multiply the prefill several times, so a batch is cut when its padding would exceed
+        half its real tokens (plus ``slack`` tokens, so small batches are not split for nothing).
+        Results do not depend on the grouping: sampling noise is per request.
+        """
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        real = 0
+        for i in sorted(range(len(lens)), key=lambda i: lens[i]):
+            n = lens[i]  # ascending: the longest so far
+            if cur and (len(cur) == self.max_batch or (len(cur) + 1) * n > 1.5 * (real + n) + slack):
+                batches.append(cur)
+                cur, real = [], 0
+            cur.append(i)
+            real += n
+        if cur:
+            batches.append(cur)
+        return batches
 
     def update_weights(self, named_tensors) -> None:
         """Copy tensors into the model in place (a no-op when the trainer shares this module)."""

@@ -106,7 +106,7 @@ class ReplayBuffer:
         trajs = self.in_flight()
         reqs = []
         for t in trajs:
-            left = self.max_length - len(t.response_ids)
+            left = self.cap(t) - len(t.response_ids)
             reqs.append(GenRequest(t.prompt_ids + t.response_ids, min(left, self.budget or left), seed=t.seed,
                                    response_offset=len(t.response_ids)))
         return trajs, reqs
@@ -117,10 +117,14 @@ class ReplayBuffer:
         t.logprobs = t.logprobs + res.logprobs
         t.versions = t.versions + [iteration] * len(res.token_ids)
         reason = res.stop_reason
-        if reason == "max_length" and len(t.response_ids) < self.max_length:
+        if reason == "max_length" and len(t.response_ids) < self.cap(t):
             reason = "budget"  # stopped by this iteration's allowance, not by the overall cap
         t.stop_reason = reason
         return reason
+
+    def cap(self, t: Trajectory) -> int:
+        """The overall length cap of ``t`` (``rollout.max_length``; a benchmark may vary it)."""
+        return self.max_length
 
     def drop_stale(self, iteration: int) -> list[Group]:
         """Remove unfinished groups older than ``max_staleness`` iterations (0: keep everything)."""
