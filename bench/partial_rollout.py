@@ -3,7 +3,7 @@
 Workload: 16 prompts x 8 samples in flight, response lengths drawn per sample from a heavy-tailed
 mix — 90% uniform in [m/2, 3m/2], 10% uniform in [8m, 12m] (m = the median target, default 32) —
 so about one response in ten is at least 8x the median. Generation is real: the ``hf`` engine
-decodes every token with a random-init Llama (hidden 256, 4 layers, longrl's tokenizer) and EOS
+decodes every token with a random-init Llama (the quickstart's size by default, longrl's tokenizer) and EOS
 never ends a sample; each sample stops at its drawn length, which plays the part of its EOS.
 
 Both sides run the trainer's own :class:`~longrl.train.partial.ReplayBuffer` scheduling, one after
@@ -50,10 +50,11 @@ class ForcedLengthBuffer(ReplayBuffer):
         return rng.randint(m // 2, 3 * m // 2)
 
 
-def build_model(out: Path) -> Path:
+def build_model(out: Path, hidden: int, layers: int) -> Path:
     from longrl.models.tiny import TinyModelConfig, build_tiny_model, task_corpus
 
-    cfg = TinyModelConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_positions=512)
+    cfg = TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4, intermediate_size=4 * hidden,
+                          max_positions=512)
     return build_tiny_model(out, cfg, task_corpus(2000))
 
 
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=64, help="partial rollouts: tokens per sample per iteration")
     ap.add_argument("--median", type=int, default=32, help="median target response length")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=128, help="model width (default: the quickstart model's)")
+    ap.add_argument("--layers", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -110,14 +113,17 @@ def main() -> None:
     from longrl.tasks import countdown
 
     with tempfile.TemporaryDirectory() as d:
-        model, tok = load_model(build_model(Path(d)))
+        model, tok = load_model(build_model(Path(d), args.hidden, args.layers))
     engine = HFEngine(model, [], tok.pad_token_id)  # no EOS: each sample ends at its drawn length
     prompts = list(itertools.islice(countdown.train_prompts(seed=0), 2000))
     run(engine, tok, prompts, args.budget, args.median, 4000)  # warm-up (allocator, kernels)
     base = run(engine, tok, prompts, None, args.median, args.tokens)
     part = run(engine, tok, prompts, args.budget, args.median, args.tokens)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: Llama hidden {args.hidden} x {args.layers} layers ({params / 1e6:.2f}M parameters), fp32, "
+          f"{args.threads} threads")
     print(f"workload: 16 prompts x 8 samples in flight, median target {args.median} tokens, 10% at 8-12x; "
-          f"budget {args.budget}; {args.tokens} generated tokens per side; {args.threads} threads")
+          f"budget {args.budget}; {args.tokens} generated tokens per side")
     print(f"{'':22}{'no partial':>14}{'partial':>14}")
     for key, fmt in [("iterations", "{:.0f}"), ("generated", "{:.0f}"), ("useful", "{:.0f}"),
                      ("wall_s", "{:.1f}"), ("generated_tok_s", "{:.0f}"), ("useful_tok_s", "{:.0f}"),
