@@ -43,8 +43,9 @@ def main() -> int:
     rng = random.Random(args.seed)
     import yaml
 
-    iters = yaml.safe_load(cfg.read_text())["rl"]["iterations"]
-    after = rng.randint(1, iters - 2)
+    tree = yaml.safe_load(cfg.read_text())
+    iters, every = tree["rl"]["iterations"], tree["checkpoint"]["every"]
+    after = rng.randint(min(every, iters - 1), iters - 1)  # past the first checkpoint, before the end
     delay = rng.uniform(0.0, 3.0)
     cmd = [sys.executable, "-m", "longrl.cli", "train", str(cfg), "--quiet", "--set", f"out={ref.parent}",
            "--set", f"name={args.name}"]
@@ -59,7 +60,8 @@ def main() -> int:
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     done = len(_lines(metrics))
-    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    pointer = run_dir / "checkpoints" / "latest"
+    latest = pointer.read_text().strip() if pointer.exists() else "none (resumes from the warm start)"
     print(f"killed with SIGKILL {delay:.2f} s after iteration {after} was logged ({done} logged, "
           f"latest checkpoint {latest})")
     res = subprocess.run([sys.executable, "-m", "longrl.cli", "train", "--resume", str(run_dir), "--quiet"])
