@@ -205,10 +205,9 @@ def _sample(args, prompts, model, tok):
 def _run_shortest(args) -> int:
     from longrl.config import SFTConfig
     from longrl.errors import UserError
-    from longrl.long2short.io import child_record, staged_output, write_jsonl
-    from longrl.long2short.sample import group_rows
+    from longrl.long2short.io import child_record
     from longrl.long2short.select import selection_stats, shortest_rows
-    from longrl.models.loading import context_length, save_model
+    from longrl.models.loading import context_length
     from longrl.train.sft import encode_examples, run_sft
 
     cfg = SFTConfig(lr=args.lr, epochs=args.epochs, batch_tokens=args.batch_tokens)
@@ -226,24 +225,33 @@ def _run_shortest(args) -> int:
         seqs = encode_examples(tok, [(r["prompt"], r["response"]) for r in rows], context_length(model),
                                args.chat_template, "shortest.jsonl")
         stats["sft"] = run_sft(model, tok, seqs, cfg, seed=args.seed, progress=not args.quiet)
-    with staged_output(args.out) as tmp:
-        write_jsonl(tmp / "shortest.jsonl", rows)
-        write_jsonl(tmp / "samples.jsonl", group_rows(groups))
-        (tmp / "summary.json").write_text(json.dumps(stats, indent=2))
-        if args.train:
-            save_model(model, tok, tmp, extra=child_record(
-                "shortest_rs", args.model, data="shortest.jsonl", n=args.n, lr=args.lr, epochs=args.epochs))
+    record = child_record("shortest_rs", args.model, data="shortest.jsonl", n=args.n, lr=args.lr,
+                          epochs=args.epochs) if args.train else None
+    _write_selection(args.out, "shortest.jsonl", rows, groups, stats, model, tok, record)
     what = "SFT data and the fine-tuned model" if args.train else "SFT data (shortest.jsonl)"
     print(f"{what} written to {args.out}")
     return 0
 
 
+def _write_selection(out, name: str, rows: list[dict], groups, stats: dict, model, tok, record: dict | None) -> None:
+    """Write the selected rows, every sample, the summary and (with ``record``) the trained model, atomically."""
+    from longrl.long2short.io import staged_output, write_jsonl
+    from longrl.long2short.sample import group_rows
+    from longrl.models.loading import save_model
+
+    with staged_output(out) as tmp:
+        write_jsonl(tmp / name, rows)
+        write_jsonl(tmp / "samples.jsonl", group_rows(groups))
+        (tmp / "summary.json").write_text(json.dumps(stats, indent=2))
+        if record is not None:
+            save_model(model, tok, tmp, extra=record)
+
+
 def _run_dpo(args) -> int:
     from longrl.errors import UserError
-    from longrl.long2short.io import child_record, staged_output, write_jsonl
-    from longrl.long2short.sample import group_rows
+    from longrl.long2short.io import child_record
     from longrl.long2short.select import pair_rows, selection_stats
-    from longrl.models.loading import context_length, save_model
+    from longrl.models.loading import context_length
     from longrl.train.dpo import DPOConfig, encode_pairs, run_dpo
 
     cfg = DPOConfig(beta=args.beta, lr=args.lr, epochs=args.epochs, batch_pairs=args.batch_pairs)
@@ -264,12 +272,9 @@ def _run_dpo(args) -> int:
     data = encode_pairs(tok, [(r["prompt"], r["chosen"], r["rejected"]) for r in rows], context_length(model),
                         args.chat_template, "pairs.jsonl")
     stats["dpo"] = run_dpo(model, tok, data, cfg, seed=args.seed, progress=not args.quiet)
-    with staged_output(args.out) as tmp:
-        write_jsonl(tmp / "pairs.jsonl", rows)
-        write_jsonl(tmp / "samples.jsonl", group_rows(groups))
-        (tmp / "summary.json").write_text(json.dumps(stats, indent=2))
-        save_model(model, tok, tmp, extra=child_record("dpo", args.model, data="pairs.jsonl", n=args.n,
-                                                       ratio=args.ratio, beta=args.beta, lr=args.lr))
+    record = child_record("dpo", args.model, data="pairs.jsonl", n=args.n, ratio=args.ratio, beta=args.beta,
+                          lr=args.lr)
+    _write_selection(args.out, "pairs.jsonl", rows, groups, stats, model, tok, record)
     d = stats["dpo"]
     print(f"DPO: {d['dpo/steps']} steps, last-epoch pair accuracy {d['dpo/accuracy']:.3f}, "
           f"margin {d['dpo/margin']:.3f}; model written to {args.out}")
