@@ -101,6 +101,7 @@ class RLConfig:
     lr: float = 1e-4  # AdamW learning rate; the optimizer is reset every iteration
     epochs: int = 1  # passes over one iteration's samples
     mini_batches: int = 2  # optimizer steps per epoch
+    mini_batch_size: int | None = None  # responses per optimizer step instead (steps follow the batch size)
     micro_batch_tokens: int = 8192  # tokens per forward/backward (memory bound; no effect on the gradient)
     grad_clip: float = 1.0  # max global gradient norm
     horizon: int | None = None  # divide each sequence loss by this many tokens (None: rollout.max_length)
@@ -110,6 +111,8 @@ class RLConfig:
     def validate(self) -> None:
         if self.tau < 0 or self.lr <= 0 or self.iterations < 0 or self.epochs < 1 or self.mini_batches < 1:
             raise UserError("rl: tau >= 0, lr > 0, iterations >= 0, epochs >= 1 and mini_batches >= 1")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise UserError(f"rl.mini_batch_size={self.mini_batch_size}: must be >= 1 (or null)")
 
 
 @dataclass

@@ -91,3 +91,14 @@ def test_sft_file_with_a_bad_row_names_file_and_line(tmp_path, tiny_model_dir):
     r = longrl("sft", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "m"),
                cwd=tmp_path)
     assert r.returncode == 2 and f"{data}:2" in r.stderr and not (tmp_path / "m").exists()
+
+
+def test_mini_batch_size_sets_the_optimizer_steps(tmp_path):
+    """rl.mini_batch_size=1: one optimizer step per trained response (2 prompts x 2 samples)."""
+    r = longrl("train", *_sets(["rl.iterations=1", "rl.mini_batch_size=1"]), "--out", str(tmp_path / "runs"),
+               "--name", "mb", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (m,) = [json.loads(x) for x in (tmp_path / "runs" / "mb" / "metrics.jsonl").read_text().splitlines()]
+    assert m["update/steps"] == 4
+    bad = longrl("train", *_sets(["rl.mini_batch_size=0"]), "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert bad.returncode == 2 and "rl.mini_batch_size" in bad.stderr

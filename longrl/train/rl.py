@@ -176,7 +176,8 @@ class Trainer:
         for _ in range(cfg.epochs):
             order = list(range(len(seqs)))
             rng.shuffle(order)
-            for mb in np.array_split(np.array(order), min(cfg.mini_batches, len(order))):
+            steps = -(-len(order) // cfg.mini_batch_size) if cfg.mini_batch_size else cfg.mini_batches
+            for mb in np.array_split(np.array(order), min(steps, len(order))):
                 mb_seqs = [seqs[i] for i in mb]
                 denom = len(mb_seqs) * horizon
                 total, deltas = 0.0, []
