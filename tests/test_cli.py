@@ -102,3 +102,12 @@ def test_mini_batch_size_sets_the_optimizer_steps(tmp_path):
     assert m["update/steps"] == 4
     bad = longrl("train", *_sets(["rl.mini_batch_size=0"]), "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert bad.returncode == 2 and "rl.mini_batch_size" in bad.stderr
+
+
+def test_train_inference_mismatch_is_logged_and_tiny_for_the_hf_engine(tmp_path):
+    """The hf engine runs the trainer's own module: its log-probs match the training forward."""
+    r = longrl("train", *_sets(["rl.iterations=1"]), "--out", str(tmp_path / "runs"), "--name", "mm", "--quiet",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (m,) = [json.loads(x) for x in (tmp_path / "runs" / "mm" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= m["mismatch/logp_abs_mean"] <= m["mismatch/logp_abs_max"] < 1e-3

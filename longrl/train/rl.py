@@ -35,6 +35,15 @@ class UpdateStats:
     steps: int = 0
     tokens: int = 0
     offpolicy_gap: float = 0.0  # partial rollouts: mean |recorded - current log pi| over older-policy tokens
+    mismatch_sum: float = 0.0  # |log pi_train - log pi_rollout| over the first mini-batch's tokens ...
+    mismatch_max: float = 0.0
+    mismatch_tokens: int = 0  # ... measured before the first optimizer step, when both are pi_i
+
+    def note_mismatch(self, logp: torch.Tensor, b) -> None:
+        gap = (logp - b.ref_logp).abs() * b.loss_mask
+        self.mismatch_sum += float(gap.sum())
+        self.mismatch_max = max(self.mismatch_max, float(gap.max()))
+        self.mismatch_tokens += int(b.loss_mask.sum())
     extra: dict = field(default_factory=dict)
 
 
@@ -183,6 +192,8 @@ class Trainer:
                 total, deltas = 0.0, []
                 for b in micro_batches(mb_seqs, cfg.micro_batch_tokens, self.tokenizer.pad_token_id):
                     logp = token_logprobs(self.model, b, temp)
+                    if stats.steps == 0 and not self.cfg.partial.enabled:
+                        stats.note_mismatch(logp.detach(), b)  # trainer vs engine, before any step
                     loss = self.algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages,
                                           tau=cfg.tau, clip_eps=cfg.clip_eps) / denom
                     loss.backward()
@@ -237,6 +248,8 @@ class Trainer:
             "grad_norm": st.grad_norm,
             "update/delta_abs": st.delta_abs,
             "update/steps": st.steps,
+            **({"mismatch/logp_abs_mean": st.mismatch_sum / st.mismatch_tokens,
+                "mismatch/logp_abs_max": st.mismatch_max} if st.mismatch_tokens else {}),
             "perf/tokens_per_s": generated / max(times["rollout"], 1e-9),
             "perf/train_tokens_per_s": st.tokens / max(times["update"], 1e-9),
             "train/groups": len(_groups(trajs)),
