@@ -123,6 +123,12 @@ class PartialConfig:
     loss_segments: str = "last"  # last: only a trajectory's final segment is in the loss; all: every segment
     max_staleness: int = 0  # drop a group whose oldest trajectory began > this many iterations ago; 0: never
 
+    def budget_for(self, max_length: int) -> int | None:
+        """Tokens per trajectory per iteration, or None when partial rollouts are off."""
+        if not self.enabled:
+            return None
+        return self.budget if self.budget is not None else max(1, max_length // 4)
+
 
 @dataclass
 class LengthPenaltyConfig:
@@ -185,12 +191,11 @@ class RunConfig:
             p = self.partial
             if p.loss_segments not in ("last", "all"):
                 raise UserError(f"partial.loss_segments: {p.loss_segments!r}; choose last or all")
-            if p.budget is None:
-                p.budget = max(1, self.rollout.max_length // 4)
-            if p.budget <= 0:
-                raise UserError(f"partial.budget={p.budget}: the per-iteration token budget must be positive")
-            if p.budget > self.rollout.max_length:
-                raise UserError(f"partial.budget={p.budget} is larger than rollout.max_length="
+            budget = p.budget_for(self.rollout.max_length)
+            if budget <= 0:
+                raise UserError(f"partial.budget={budget}: the per-iteration token budget must be positive")
+            if budget > self.rollout.max_length:
+                raise UserError(f"partial.budget={budget} is larger than rollout.max_length="
                                 f"{self.rollout.max_length}: every trajectory would finish in one iteration")
             if p.max_staleness < 0:
                 raise UserError("partial.max_staleness must be >= 0 (0: no cap)")

@@ -38,13 +38,13 @@ class UpdateStats:
     mismatch_sum: float = 0.0  # |log pi_train - log pi_rollout| over the first mini-batch's tokens ...
     mismatch_max: float = 0.0
     mismatch_tokens: int = 0  # ... measured before the first optimizer step, when both are pi_i
+    extra: dict = field(default_factory=dict)
 
     def note_mismatch(self, logp: torch.Tensor, b) -> None:
         gap = (logp - b.ref_logp).abs() * b.loss_mask
         self.mismatch_sum += float(gap.sum())
         self.mismatch_max = max(self.mismatch_max, float(gap.max()))
         self.mismatch_tokens += int(b.loss_mask.sum())
-    extra: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -66,8 +66,7 @@ class Trainer:
                                      hard_threshold=s.hard_threshold, eps=s.eps)
         self._encoded: dict[str, list[int]] = {}
         r, pc = cfg.rollout, cfg.partial
-        budget = (pc.budget or max(1, r.max_length // 4)) if pc.enabled else None
-        self.buffer = ReplayBuffer(r.k, r.max_length, budget, pc.max_staleness)
+        self.buffer = ReplayBuffer(r.k, r.max_length, pc.budget_for(r.max_length), pc.max_staleness)
         self.signature = vocab_signature(tokenizer, model)
         self.trained: list[Trajectory] = []  # the trajectories of the last update, for the rollout log
 
@@ -76,8 +75,7 @@ class Trainer:
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
         dropped = self.buffer.drop_stale(self.iteration)
-        self._uid_at_start = self.buffer.next_uid
-        self.start_groups()
+        started = self.start_groups()
         stops, generated = self.rollout()
         trajs = [t for g in self.buffer.release() for t in g.trajs]  # groups whose k samples finished
         t_roll = time.perf_counter()
@@ -92,17 +90,18 @@ class Trainer:
         t_end = time.perf_counter()
         m = self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
                                         "update": t_end - t_score, "iter": t_end - t0}, stops, generated,
-                         len(dropped))
+                         started, len(dropped))
         self.iteration += 1
         return m
 
     # ------------------------------------------------------------------ callees
 
-    def start_groups(self) -> None:
-        """Sample new prompts for the places the continuing trajectories leave in the batch."""
+    def start_groups(self) -> int:
+        """Sample new prompts for the places the continuing trajectories leave in the batch; how many."""
         n = self.buffer.new_group_slots(self.cfg.rollout.batch_prompts * self.cfg.rollout.k)
         ids = self.sampler.sample(n, self.iteration, exclude=self.buffer.prompt_ids())
         self.buffer.start([self.prompts[i] for i in ids], self.iteration, self.encode, self._seed)
+        return len(ids)
 
     def encode(self, p: Prompt) -> list[int]:
         if p.id not in self._encoded:
@@ -239,7 +238,7 @@ class Trainer:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self, trajs: list[Trajectory], st: UpdateStats, times: dict[str, float], stops: Counter,
-                generated: int, dropped: int) -> dict[str, float]:
+                generated: int, started: int, dropped: int) -> dict[str, float]:
         """This iteration's figures; the trajectory statistics cover the groups trained on."""
         lp = self.cfg.length_penalty
         m: dict[str, float] = {
@@ -253,7 +252,7 @@ class Trainer:
             "perf/tokens_per_s": generated / max(times["rollout"], 1e-9),
             "perf/train_tokens_per_s": st.tokens / max(times["update"], 1e-9),
             "train/groups": len(_groups(trajs)),
-            "train/new_groups": self.buffer.next_uid - self._uid_at_start,
+            "train/new_groups": started,
         }
         if trajs:
             lengths = np.array([t.num_tokens for t in trajs], dtype=float)
