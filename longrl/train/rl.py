@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,36 +21,17 @@ from longrl.rewards import ScoreRouter
 from longrl.rewards.length import length_penalty_weight, length_rewards
 from longrl.rollout.base import SamplingParams
 from longrl.sampling import PromptSampler
-from longrl.train.batch import Seq, micro_batches, token_logprobs
+from longrl.train.batch import Seq
 from longrl.train.partial import ReplayBuffer, loss_start, vocab_signature
+from longrl.train.update import UpdateStats, iteration_update
 from longrl.types import Prompt, Trajectory
-
-
-@dataclass
-class UpdateStats:
-    loss: float = 0.0
-    grad_norm: float = 0.0
-    delta_abs: float = 0.0  # mean |log pi_theta - log pi_i| per sequence at the last step
-    steps: int = 0
-    tokens: int = 0
-    offpolicy_gap: float = 0.0  # partial rollouts: mean |recorded - current log pi| over older-policy tokens
-    mismatch_sum: float = 0.0  # |log pi_train - log pi_rollout| over the first mini-batch's tokens ...
-    mismatch_max: float = 0.0
-    mismatch_tokens: int = 0  # ... measured before the first optimizer step, when both are pi_i
-    extra: dict = field(default_factory=dict)
-
-    def note_mismatch(self, logp: torch.Tensor, b) -> None:
-        gap = (logp - b.ref_logp).abs() * b.loss_mask
-        self.mismatch_sum += float(gap.sum())
-        self.mismatch_max = max(self.mismatch_max, float(gap.max()))
-        self.mismatch_tokens += int(b.loss_mask.sum())
 
 
 class Trainer:
     """Holds the policy, its rollout engine, the sampler and the scorers for one run."""
 
     def __init__(self, cfg: RunConfig, model, tokenizer, engine, prompts: list[Prompt],
-                 router: ScoreRouter, iteration: int = 0):
+                 router: ScoreRouter, iteration: int = 0, learner=None):
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
@@ -69,6 +49,9 @@ class Trainer:
         self.buffer = ReplayBuffer(r.k, r.max_length, pc.budget_for(r.max_length), pc.max_staleness)
         self.signature = vocab_signature(tokenizer, model)
         self.trained: list[Trajectory] = []  # the trajectories of the last update, for the rollout log
+        self.learner = learner  # a Ray trainer group, or None: update in this process
+        # log pi_i must be recomputed when the engine's log-probs are not the trainer's own numbers
+        self.recompute = cfg.partial.enabled or cfg.rollout.engine != "hf"
 
     # ------------------------------------------------------------------ one iteration (k1.5 §2.3)
 
@@ -84,13 +67,14 @@ class Trainer:
             self.baseline(trajs)
         t_score = time.perf_counter()
         stats = self.update(trajs)
-        self.sync()
+        t_update = time.perf_counter()
+        switch = self.sync()
         self.record_outcomes(trajs)
         self.trained = trajs
         t_end = time.perf_counter()
         m = self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
-                                        "update": t_end - t_score, "iter": t_end - t0}, stops, generated,
-                         started, len(dropped))
+                                        "update": t_update - t_score, **switch, "iter": t_end - t0},
+                         stops, generated, started, len(dropped))
         self.iteration += 1
         return m
 
@@ -152,84 +136,40 @@ class Trainer:
                 t.advantage = a
 
     def update(self, trajs: list[Trajectory]) -> UpdateStats:
-        """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
+        """The k1.5 update on this iteration's trajectories (:mod:`longrl.train.update`).
 
-        The denominator of each mini-batch is (its sequences) x H, H = ``rl.horizon`` or the max
-        response length, fixed before the micro-batch loop: the gradient does not depend on the
-        micro-batch split. Summed log-probs weight long responses more (as in the paper); dividing
-        by a fixed H only rescales the learning rate, so the gradient norm is clipped and logged.
+        log π_i is the engine's per-token log-probs of the sampled tokens, recorded by π_i itself
+        before any update of this iteration (the hf engine runs the trainer's own module). When
+        some loss tokens come from older policies (partial rollouts) or from another engine
+        (vLLM), π_i is recomputed by the trainer first. With a Ray trainer group the same code
+        runs data-parallel in its workers.
         """
-        cfg = self.cfg.rl
-        seqs = []
+        seqs, versions = [], {}
         for i, t in enumerate(trajs):
             start = loss_start(t, self.cfg.partial.loss_segments)
+            first = start - len(t.prompt_ids)
             seqs.append(Seq(ids=t.prompt_ids + t.response_ids, loss_start=start, advantage=t.advantage,
-                            ref_logp=t.logprobs[start - len(t.prompt_ids):], index=i))
+                            ref_logp=t.logprobs[first:], index=i))
+            versions[i] = t.versions[first:]
         if self.algo.name == "rest":
             seqs = [s for s in seqs if s.advantage > 0]  # zero-weight samples contribute nothing
-        stats = UpdateStats()
-        if not seqs:
-            return stats
-        # log pi_i: the engine's per-token log-probs of the sampled tokens, recorded by pi_i itself
-        # before any update of this iteration (the hf engine runs the trainer's own module). With
-        # partial rollouts some loss tokens come from older policies, so pi_i is recomputed.
-        if self.cfg.partial.enabled:
-            stats.offpolicy_gap = self.recompute_reference(seqs, trajs)
-        horizon = cfg.horizon or self.cfg.rollout.max_length
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
-        rng = random.Random(f"update-{self.cfg.seed}-{self.iteration}")
-        self.model.train()
-        temp = self.cfg.rollout.temperature
-        for _ in range(cfg.epochs):
-            order = list(range(len(seqs)))
-            rng.shuffle(order)
-            steps = -(-len(order) // cfg.mini_batch_size) if cfg.mini_batch_size else cfg.mini_batches
-            for mb in np.array_split(np.array(order), min(steps, len(order))):
-                mb_seqs = [seqs[i] for i in mb]
-                denom = len(mb_seqs) * horizon
-                total, deltas = 0.0, []
-                for b in micro_batches(mb_seqs, cfg.micro_batch_tokens, self.tokenizer.pad_token_id):
-                    logp = token_logprobs(self.model, b, temp)
-                    if stats.steps == 0 and not self.cfg.partial.enabled:
-                        stats.note_mismatch(logp.detach(), b)  # trainer vs engine, before any step
-                    loss = self.algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages,
-                                          tau=cfg.tau, clip_eps=cfg.clip_eps) / denom
-                    loss.backward()
-                    total += loss.item()
-                    stats.tokens += b.num_tokens
-                    with torch.no_grad():
-                        deltas.append(((logp - b.ref_logp) * b.loss_mask).sum(-1).abs())
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                stats.steps += 1
-                stats.loss, stats.grad_norm = total, float(norm)
-                stats.delta_abs = float(torch.cat(deltas).mean())
-        return stats
+        if self.learner is not None:
+            return self.learner.update(seqs, versions, self.iteration, self.recompute)
+        return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
+                                self.tokenizer.pad_token_id, self.recompute)
 
-    @torch.no_grad()
-    def recompute_reference(self, seqs: list[Seq], trajs: list[Trajectory]) -> float:
-        """Set each sequence's ``ref_logp`` to the current policy's; return the mean gap on old tokens."""
-        by_index = {s.index: s for s in seqs}
-        recorded = {s.index: s.ref_logp for s in seqs}
-        gaps = []
-        for b in micro_batches(seqs, self.cfg.rl.micro_batch_tokens, self.tokenizer.pad_token_id):
-            logp = token_logprobs(self.model, b, self.cfg.rollout.temperature)
-            for row, idx in enumerate(b.index.tolist()):
-                s = by_index[idx]
-                n = len(s.ids)
-                s.ref_logp = logp[row, s.loss_start - 1 : n - 1].tolist()
-                t = trajs[idx]
-                first = s.loss_start - len(t.prompt_ids)
-                for v, old, new in zip(t.versions[first:], recorded[idx], s.ref_logp):
-                    if v < self.iteration:
-                        gaps.append(abs(old - new))
-        return float(np.mean(gaps)) if gaps else 0.0
+    def sync(self) -> dict[str, float]:
+        """Push the new weights to the rollout engine (in place for the in-process hf engine).
 
-    def sync(self) -> None:
-        """Push the new weights to the rollout engine (in place for the in-process hf engine)."""
-        self.engine.update_weights(self.model.named_parameters())
+        With a Ray trainer group the weights come from its rank 0; the driver's copy of the
+        policy (used for checkpoints and evaluation) is refreshed from the same tensors.
+        """
+        t0 = time.perf_counter()
+        if self.learner is not None:
+            self.learner.sync_to(self.engine, self.model)
+        else:
+            self.engine.update_weights(self.model.named_parameters())
+        return {"weight_sync": time.perf_counter() - t0}
 
     def record_outcomes(self, trajs: list[Trajectory]) -> None:
         for g in _groups(trajs):

@@ -1,0 +1,212 @@
+"""The policy update of one RL iteration, on one process or data-parallel over several.
+
+:func:`policy_update` is the optimization loop of k1.5 mirror descent (fresh optimizer, epochs ×
+mini-batches, a fixed denominator per mini-batch). It runs unchanged in the single-process
+trainer and in each worker of a Ray trainer group: every rank sees the same shuffled mini-batches,
+takes every ``world``-th sequence of each, and the gradients are summed across ranks before the
+step. Each rank's loss is already divided by the *global* mini-batch denominator, so the summed
+gradient is the single-process gradient (up to floating-point summation order), and the clipped
+step is identical on every rank — DDP's semantics, written out so that ranks may hold different
+numbers of micro-batches.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from longrl.algo import get_algorithm
+from longrl.config import RunConfig
+from longrl.train.batch import Seq, micro_batches, token_logprobs
+
+
+@dataclass
+class UpdateStats:
+    loss: float = 0.0
+    grad_norm: float = 0.0
+    delta_abs: float = 0.0  # mean |log pi_theta - log pi_i| per sequence at the last step
+    steps: int = 0
+    tokens: int = 0
+    offpolicy_gap: float = 0.0  # partial rollouts: mean |recorded - current log pi| over older-policy tokens
+    mismatch_sum: float = 0.0  # |log pi_train - log pi_rollout| summed over compared tokens ...
+    mismatch_max: float = 0.0
+    mismatch_tokens: int = 0  # ... tokens sampled by pi_i itself, compared before any step
+
+    def note_mismatch(self, logp: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> None:
+        gap = (logp - ref).abs() * mask
+        self.mismatch_sum += float(gap.sum())
+        self.mismatch_max = max(self.mismatch_max, float(gap.max())) if gap.numel() else self.mismatch_max
+        self.mismatch_tokens += int(mask.sum())
+
+
+class DataParallel:
+    """This process's place in a data-parallel group; ``group=None`` is a single process."""
+
+    def __init__(self, group=None):
+        import torch.distributed as dist
+
+        self.group = group
+        self.rank = dist.get_rank(group) if group is not None else 0
+        self.world = dist.get_world_size(group) if group is not None else 1
+
+    def shard(self, items: list) -> list:
+        return items[self.rank :: self.world]
+
+    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=self.group)
+        return t
+
+    def reduce_grads(self, model, bucket_bytes: int = 64 << 20) -> None:
+        """Sum gradients over ranks in flat buckets (as DDP does), so the step is the global one."""
+        if self.world == 1:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:  # a rank with no tokens this step still takes part in the reduction
+                p.grad = torch.zeros_like(p)
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for p in params + [None]:
+            if p is not None:
+                bucket.append(p.grad)
+                size += p.grad.numel() * p.grad.element_size()
+            if bucket and (p is None or size >= bucket_bytes):
+                flat = torch.cat([g.reshape(-1) for g in bucket])
+                self.all_reduce(flat)
+                offset = 0
+                for g in bucket:
+                    g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                    offset += g.numel()
+                bucket, size = [], 0
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+
+def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id: int,
+                  dp: DataParallel | None = None, note_mismatch: bool = True) -> UpdateStats:
+    """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
+
+    The denominator of each mini-batch is (its sequences) x H, H = ``rl.horizon`` or the max
+    response length, fixed before the micro-batch loop: the gradient depends neither on the
+    micro-batch split nor on the number of ranks. Summed log-probs weight long responses more (as
+    in the paper); dividing by a fixed H only rescales the learning rate, so the gradient norm is
+    clipped and logged. ``seqs`` must carry log π_i in ``ref_logp``; with ``note_mismatch`` the
+    first mini-batch (before any step, when the policy *is* π_i) measures the gap between the
+    trainer's log-probs and those recorded by the engine.
+    """
+    dp = dp or DataParallel()
+    rl = cfg.rl
+    algo = get_algorithm(rl.algorithm)
+    stats = UpdateStats()
+    if not seqs:
+        return stats
+    horizon = rl.horizon or cfg.rollout.max_length
+    opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay,
+                            betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
+    rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
+    model.train()
+    temp = cfg.rollout.temperature
+    delta_sum = delta_n = 0.0
+    for _ in range(rl.epochs):
+        order = list(range(len(seqs)))
+        rng.shuffle(order)
+        steps = -(-len(order) // rl.mini_batch_size) if rl.mini_batch_size else rl.mini_batches
+        for mb in np.array_split(np.array(order), min(steps, len(order))):
+            mb_seqs = [seqs[i] for i in mb]
+            denom = len(mb_seqs) * horizon
+            local = dp.shard(mb_seqs)
+            total = torch.zeros(())
+            delta_sum, delta_n = 0.0, 0
+            for b in micro_batches(local, rl.micro_batch_tokens, pad_id) if local else []:
+                logp = token_logprobs(model, b, temp)
+                if stats.steps == 0 and note_mismatch:
+                    stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
+                loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages,
+                                 tau=rl.tau, clip_eps=rl.clip_eps) / denom
+                loss.backward()
+                total += loss.detach()
+                stats.tokens += b.num_tokens
+                with torch.no_grad():
+                    delta = ((logp - b.ref_logp) * b.loss_mask).sum(-1).abs()
+                    delta_sum += float(delta.sum())
+                    delta_n += delta.numel()
+            dp.reduce_grads(model)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), rl.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            stats.steps += 1
+            stats.grad_norm = float(norm)
+            stats.loss = float(dp.all_reduce(total.clone()))
+    sums = dp.all_reduce(torch.tensor([delta_sum, delta_n, stats.tokens, stats.mismatch_sum,
+                                       stats.mismatch_tokens], dtype=torch.float64))
+    stats.delta_abs = float(sums[0] / max(sums[1], 1))
+    stats.tokens, stats.mismatch_sum, stats.mismatch_tokens = int(sums[2]), float(sums[3]), int(sums[4])
+    stats.mismatch_max = float(dp.all_reduce(torch.tensor(stats.mismatch_max, dtype=torch.float64), "max"))
+    return stats
+
+
+@torch.no_grad()
+def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], cfg: RunConfig,
+                        iteration: int, pad_id: int, dp: DataParallel | None = None) -> UpdateStats:
+    """Replace each sequence's ``ref_logp`` by the current policy's log-probs (log π_i).
+
+    Needed when the recorded log-probs are not π_i's own: tokens from older policies (partial
+    rollouts) or an engine other than the trainer's module (vLLM). ``versions[s.index]`` is the
+    policy version of each loss token of ``s``. Returns the mean gap on older-policy tokens
+    (``offpolicy_gap``) and the train/inference mismatch on tokens sampled by π_i itself.
+    """
+    dp = dp or DataParallel()
+    stats = UpdateStats()
+    by_index = {s.index: s for s in seqs}
+    fresh: dict[int, list[float]] = {}
+    old_sum, old_n = 0.0, 0
+    mine = dp.shard(seqs)
+    for b in micro_batches(mine, cfg.rl.micro_batch_tokens, pad_id) if mine else []:
+        logp = token_logprobs(model, b, cfg.rollout.temperature)
+        for row, idx in enumerate(b.index.tolist()):
+            s = by_index[idx]
+            new = logp[row, s.loss_start - 1 : len(s.ids) - 1]
+            old = torch.tensor(s.ref_logp, dtype=new.dtype)
+            current = torch.tensor([v == iteration for v in versions[idx]], dtype=torch.bool)
+            gap = (new - old).abs()
+            old_sum += float(gap[~current].sum())
+            old_n += int((~current).sum())
+            stats.note_mismatch(new[current], old[current], torch.ones(int(current.sum())))
+            fresh[idx] = new.tolist()
+    for part in dp.gather(fresh):
+        for idx, ref in part.items():
+            by_index[idx].ref_logp = ref
+    sums = dp.all_reduce(torch.tensor([old_sum, old_n, stats.mismatch_sum, stats.mismatch_tokens],
+                                      dtype=torch.float64))
+    stats.offpolicy_gap = float(sums[0] / sums[1]) if sums[1] else 0.0
+    stats.mismatch_sum, stats.mismatch_tokens = float(sums[2]), int(sums[3])
+    stats.mismatch_max = float(dp.all_reduce(torch.tensor(stats.mismatch_max, dtype=torch.float64), "max"))
+    return stats
+
+
+def iteration_update(model, seqs: list[Seq], versions: dict[int, list[int]], cfg: RunConfig, iteration: int,
+                     pad_id: int, recompute: bool, dp: DataParallel | None = None) -> UpdateStats:
+    """One iteration's update: log π_i recomputed when asked (see :func:`recompute_reference`), then
+    :func:`policy_update`. The mismatch figures come from whichever pass compared engine and trainer."""
+    if not seqs:
+        return UpdateStats()
+    ref = recompute_reference(model, seqs, versions, cfg, iteration, pad_id, dp) if recompute else None
+    stats = policy_update(model, seqs, cfg, iteration, pad_id, dp, note_mismatch=not recompute)
+    if ref is not None:
+        stats.offpolicy_gap = ref.offpolicy_gap
+        stats.mismatch_sum, stats.mismatch_max, stats.mismatch_tokens = (
+            ref.mismatch_sum, ref.mismatch_max, ref.mismatch_tokens)
+    return stats
