@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from longrl.distributed.ray_cluster import ClusterConfig
 from longrl.errors import UserError
 from longrl.models.tiny import TinyModelConfig
 
@@ -175,6 +176,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -141,10 +141,28 @@ def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
                                   slip_prob=cfg.sft.slip_prob), "built-in countdown traces"
 
 
-def make_engine(cfg: RunConfig, model, tokenizer):
+def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None = None):
+    """The rollout engine ``rollout.engine`` names, on ``model`` (hf) or on the weights in ``model_dir``."""
     if cfg.rollout.engine == "hf":
         return HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, cfg.rollout.max_batch)
     raise UserError("rollout.engine=vllm is not available in this build; use rollout.engine=hf")
+
+
+def make_workers(cfg: RunConfig, model, tokenizer, start_dir: Path):
+    """(engine, scorer, learner, cluster): in this process, or as Ray worker groups (``cluster.backend``)."""
+    if cfg.cluster.backend == "local":
+        return make_engine(cfg, model, tokenizer, start_dir), ScoreRouter(), None, None
+    from longrl.distributed.ray_cluster import RayCluster
+
+    cluster = RayCluster(cfg)
+    try:
+        learner = cluster.trainer_group(start_dir)
+        engine = cluster.rollout_group(start_dir)
+        router = cluster.reward_pool() or ScoreRouter()
+    except BaseException:
+        cluster.close()
+        raise
+    return engine, router, learner, cluster
 
 
 # ----------------------------------------------------------------------------- the run
@@ -199,25 +217,30 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
     ctx = context_length(model)
     check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
     check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
-    router = ScoreRouter()
-    engine = make_engine(cfg, model, tok)
+    engine, router, learner, cluster = make_workers(cfg, model, tok, start_dir)
 
-    # Inputs are valid: from here on the run directory is written.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume_dir is None:
-        ckpt.write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
-    run = Run(cfg, run_dir, resume_dir is not None, progress)
-    trainer = Trainer(cfg, model, tok, engine, pool, router)
-    summary: dict = {}
-    if last is not None:
-        state = ckpt.load_state(last)
-        trainer.load_state_dict(state["trainer"], where=str(last))
-        ckpt.set_rng_state(state["rng"])
-        summary = state.get("summary", {})
-        _truncate_jsonl(run_dir / "metrics.jsonl", trainer.iteration)
-        _truncate_jsonl(run_dir / "eval.jsonl", trainer.iteration)
-        _truncate_jsonl(run_dir / "rollouts.jsonl", trainer.iteration)
-    logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
+    try:
+        # Inputs are valid: from here on the run directory is written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_dir is None:
+            ckpt.write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+        run = Run(cfg, run_dir, resume_dir is not None, progress)
+        trainer = Trainer(cfg, model, tok, engine, pool, router, learner=learner)
+        summary: dict = {}
+        if last is not None:
+            state = ckpt.load_state(last)
+            trainer.load_state_dict(state["trainer"], where=str(last))
+            ckpt.set_rng_state(state["rng"])
+            summary = state.get("summary", {})
+            _truncate_jsonl(run_dir / "metrics.jsonl", trainer.iteration)
+            _truncate_jsonl(run_dir / "eval.jsonl", trainer.iteration)
+            _truncate_jsonl(run_dir / "rollouts.jsonl", trainer.iteration)
+        logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
+    except BaseException:
+        router.close()
+        if cluster is not None:
+            cluster.close()
+        raise
     t_start = time.time()
     try:
         if trainer.iteration == 0 and "initial" not in summary:
@@ -256,6 +279,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
     finally:
         logger.close()
         router.close()
+        if cluster is not None:
+            cluster.close()
     summary.update(_summary(summary, cfg, time.time() - t_start))
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     write_report(run_dir)

@@ -109,53 +109,62 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     """
     dp = dp or DataParallel()
     rl = cfg.rl
-    algo = get_algorithm(rl.algorithm)
     stats = UpdateStats()
     if not seqs:
         return stats
-    horizon = rl.horizon or cfg.rollout.max_length
     opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay,
                             betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
     model.train()
-    temp = cfg.rollout.temperature
     delta_sum = delta_n = 0.0
     for _ in range(rl.epochs):
         order = list(range(len(seqs)))
         rng.shuffle(order)
         steps = -(-len(order) // rl.mini_batch_size) if rl.mini_batch_size else rl.mini_batches
         for mb in np.array_split(np.array(order), min(steps, len(order))):
-            mb_seqs = [seqs[i] for i in mb]
-            denom = len(mb_seqs) * horizon
-            local = dp.shard(mb_seqs)
-            total = torch.zeros(())
-            delta_sum, delta_n = 0.0, 0
-            for b in micro_batches(local, rl.micro_batch_tokens, pad_id) if local else []:
-                logp = token_logprobs(model, b, temp)
-                if stats.steps == 0 and note_mismatch:
-                    stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
-                loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages,
-                                 tau=rl.tau, clip_eps=rl.clip_eps) / denom
-                loss.backward()
-                total += loss.detach()
-                stats.tokens += b.num_tokens
-                with torch.no_grad():
-                    delta = ((logp - b.ref_logp) * b.loss_mask).sum(-1).abs()
-                    delta_sum += float(delta.sum())
-                    delta_n += delta.numel()
-            dp.reduce_grads(model)
+            total, delta_sum, delta_n = batch_gradient(model, [seqs[i] for i in mb], cfg, pad_id, dp, stats,
+                                                       note_mismatch and stats.steps == 0)
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), rl.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             stats.steps += 1
             stats.grad_norm = float(norm)
-            stats.loss = float(dp.all_reduce(total.clone()))
+            stats.loss = total
     sums = dp.all_reduce(torch.tensor([delta_sum, delta_n, stats.tokens, stats.mismatch_sum,
                                        stats.mismatch_tokens], dtype=torch.float64))
     stats.delta_abs = float(sums[0] / max(sums[1], 1))
     stats.tokens, stats.mismatch_sum, stats.mismatch_tokens = int(sums[2]), float(sums[3]), int(sums[4])
     stats.mismatch_max = float(dp.all_reduce(torch.tensor(stats.mismatch_max, dtype=torch.float64), "max"))
     return stats
+
+
+def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: DataParallel,
+                   stats: UpdateStats, note_mismatch: bool = False) -> tuple[float, float, int]:
+    """Accumulate the gradient of one mini-batch's loss into ``.grad``, summed over all ranks.
+
+    The loss is divided by ``len(mb_seqs) x H`` (the whole mini-batch, not this rank's share).
+    Returns (the mini-batch loss, the sum and count of per-sequence |log pi - log pi_i|).
+    """
+    rl = cfg.rl
+    algo = get_algorithm(rl.algorithm)
+    denom = len(mb_seqs) * (rl.horizon or cfg.rollout.max_length)
+    local = dp.shard(mb_seqs)
+    total = torch.zeros((), dtype=torch.float64)
+    delta_sum, delta_n = 0.0, 0
+    for b in micro_batches(local, rl.micro_batch_tokens, pad_id) if local else []:
+        logp = token_logprobs(model, b, cfg.rollout.temperature)
+        if note_mismatch:
+            stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
+        loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps) / denom
+        loss.backward()
+        total += loss.detach()
+        stats.tokens += b.num_tokens
+        with torch.no_grad():
+            delta = ((logp - b.ref_logp) * b.loss_mask).sum(-1).abs()
+            delta_sum += float(delta.sum())
+            delta_n += delta.numel()
+    dp.reduce_grads(model)
+    return float(dp.all_reduce(total)), delta_sum, delta_n
 
 
 @torch.no_grad()

@@ -1,0 +1,381 @@
+"""Scale-out on Ray (DESIGN §7): the driver is k1.5's central master, the work runs in workers.
+
+The driver keeps the sampler, the replay buffer and the schedule (``Trainer.step`` unchanged);
+three groups of Ray actors, placed together in one placement group, do the heavy parts:
+
+- a **trainer group** of N torch.distributed workers (gloo on CPU, NCCL on GPU) running
+  :func:`longrl.train.update.iteration_update` data-parallel: each rank takes its share of every
+  mini-batch and the gradients are summed before the step, so the update is the single-process one;
+- a **rollout group** of M engines (``hf`` or ``vllm``) that splits each batch of requests
+  between them — every request carries its own seed, so the split does not change the samples;
+- a **reward pool** of scoring actors (graders, sandbox clients), or scoring in the driver.
+
+After each update, rank 0's weights go once into Ray's object store and every rollout worker
+loads them from there (a broadcast through the store, no checkpoint written); the driver's own
+copy, used for checkpoints, is refreshed from the same object. A worker that dies or raises stops
+the run with one message naming the worker, its node and the error; checkpoints are written
+atomically, so the last one stays intact.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from longrl.errors import UserError, WorkerFailed
+
+
+@dataclass
+class ClusterConfig:
+    backend: str = "local"  # local: everything in this process; ray: trainer/rollout/reward workers on Ray
+    address: str | None = None  # ray: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster
+    trainer_workers: int = 1  # data-parallel torch.distributed trainer workers (gloo on CPU, NCCL on GPU)
+    rollout_workers: int = 1  # rollout engines; each iteration's requests are split among them
+    reward_workers: int = 0  # scoring actors; 0 scores in the driver
+    cpus_per_worker: float = 1.0  # CPUs reserved for each worker (also its torch threads, at least 1)
+    gpus_per_worker: float = 0.0  # GPUs for each trainer and rollout worker; > 0 selects NCCL
+    num_cpus: int | None = None  # a local Ray instance's logical CPUs (None: this machine's cores)
+
+    def validate(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise UserError(f"cluster.backend: {self.backend!r}; choose local or ray")
+        if self.trainer_workers < 1 or self.rollout_workers < 1 or self.reward_workers < 0:
+            raise UserError("cluster.trainer_workers and cluster.rollout_workers must be >= 1, "
+                            "cluster.reward_workers >= 0")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise UserError("cluster.cpus_per_worker must be > 0 and cluster.gpus_per_worker >= 0")
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError('cluster.backend=ray needs Ray: pip install -e ".[ray]"') from None
+    return ray
+
+
+# ----------------------------------------------------------------------------- workers (actors)
+
+
+def _threads(cpus: float) -> None:
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _node() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+class TrainerWorker:
+    """One rank of the trainer group: a full replica of the policy and its share of each mini-batch."""
+
+    def __init__(self, cfg, model_dir: str, rank: int, world: int, cpus: float):
+        _threads(cpus)
+        self.cfg, self.model_dir, self.rank, self.world = cfg, model_dir, rank, world
+
+    def node(self) -> str:
+        return _node()
+
+    def rendezvous(self) -> str:
+        """Rank 0: an address ``HOST:PORT`` the group meets at."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return f"{_node()}:{port}"
+
+    def setup(self, address: str) -> int:
+        import torch.distributed as dist
+
+        from longrl.models.loading import load_model
+        from longrl.train.update import DataParallel
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}", rank=self.rank, world_size=self.world)
+        self.model, self.tokenizer = load_model(self.model_dir, self.cfg.model.dtype)
+        if backend == "nccl":
+            self.model.cuda()
+        self.dp = DataParallel(dist.group.WORLD)
+        return sum(p.numel() for p in self.model.parameters())
+
+    def update(self, seqs, versions, iteration: int, recompute: bool):
+        from longrl.train.update import iteration_update
+
+        return iteration_update(self.model, seqs, versions, self.cfg, iteration,
+                                self.tokenizer.pad_token_id, recompute, self.dp)
+
+    def gradient(self, seqs) -> torch.Tensor:
+        """The flat gradient of one mini-batch's loss (summed over ranks); for checks and benchmarks."""
+        from longrl.train.update import UpdateStats, batch_gradient
+
+        self.model.zero_grad(set_to_none=True)
+        batch_gradient(self.model, seqs, self.cfg, self.tokenizer.pad_token_id, self.dp, UpdateStats())
+        flat = torch.cat([p.grad.reshape(-1).cpu() for p in self.model.parameters()])
+        self.model.zero_grad(set_to_none=True)
+        return flat
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The trainable parameters by name (tied weights once), on the CPU."""
+        return {k: v.detach().cpu() for k, v in self.model.named_parameters()}
+
+
+class RolloutWorker:
+    """A rollout engine on its own copy of the policy."""
+
+    def __init__(self, cfg, model_dir: str, cpus: float):
+        _threads(cpus)
+        from longrl.models.loading import load_model
+        from longrl.train.loop import make_engine
+
+        self.model, self.tokenizer = load_model(model_dir, cfg.model.dtype)
+        if torch.cuda.is_available() and cfg.rollout.engine == "hf":
+            self.model.cuda()
+        self.engine = make_engine(cfg, self.model, self.tokenizer, model_dir)
+
+    def node(self) -> str:
+        return _node()
+
+    def generate(self, requests, params):
+        return self.engine.generate(requests, params)
+
+    def update_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.engine.update_weights(state.items())
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+
+
+class RewardWorker:
+    def __init__(self, cpus: float):
+        _threads(cpus)
+        from longrl.rewards import ScoreRouter
+
+        self.router = ScoreRouter()
+
+    def node(self) -> str:
+        return _node()
+
+    def score(self, prompts, texts):
+        return self.router(prompts, texts)
+
+    def close(self) -> None:
+        self.router.close()
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def _split(items: list, parts: int) -> list[list]:
+    """Contiguous, balanced chunks (order kept when concatenated); empty chunks dropped."""
+    n, parts = len(items), max(1, min(parts, len(items)))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+class _Group:
+    """Actors of one kind, with calls that turn a worker's death or error into one clear message."""
+
+    def __init__(self, ray, kind: str, actors: list, nodes: list[str]):
+        self.ray, self.kind, self.actors, self.nodes = ray, kind, actors, nodes
+
+    def get(self, refs: list, who: list[int] | None = None) -> list:
+        """Results of ``refs`` (one per worker in ``who``); a failure raises :class:`WorkerFailed`.
+
+        Every result is awaited before reporting, and a worker that died is reported before one
+        that raised: when a rank dies its peers fail too (a broken collective), and the dead one
+        is the cause.
+        """
+        who = list(range(len(refs))) if who is None else who
+        out, failures = [], []
+        for i, ref in zip(who, refs):
+            try:
+                out.append(self.ray.get(ref))
+            except self.ray.exceptions.RayActorError as e:
+                failures.append((0, i, e))
+            except self.ray.exceptions.RayTaskError as e:
+                failures.append((1, i, e))
+        if failures:
+            _, i, e = min(failures, key=lambda f: f[:2])
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            why = lines[-1] if lines else repr(e)
+            if isinstance(e, self.ray.exceptions.RayActorError):
+                why = f"the worker died ({why})"
+            raise WorkerFailed(f"{self.kind} worker {i} on node {self.nodes[i]} failed: {why}") from e
+        return out
+
+
+class TrainerGroup(_Group):
+    def update(self, seqs, versions, iteration: int, recompute: bool):
+        seqs_ref, versions_ref = self.ray.put(seqs), self.ray.put(versions)
+        stats = self.get([a.update.remote(seqs_ref, versions_ref, iteration, recompute) for a in self.actors])
+        return stats[0]  # every rank ends with the same weights and the same reduced statistics
+
+    def gradient(self, seqs) -> torch.Tensor:
+        ref = self.ray.put(seqs)
+        return self.get([a.gradient.remote(ref) for a in self.actors])[0]
+
+    def sync_to(self, engine, model) -> None:
+        """Rank 0's weights into the rollout engine(s) and into the driver's copy of the policy."""
+        ref = self.actors[0].weights.remote()
+        if isinstance(engine, RolloutGroup):
+            engine.load_remote(ref)
+        state = self.get([ref])[0]
+        if not isinstance(engine, RolloutGroup):
+            engine.update_weights(state.items())
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, t in state.items():
+                params[name].copy_(t)
+
+
+class RolloutGroup(_Group):
+    """The engine protocol over M rollout workers: each ``generate`` call is split between them."""
+
+    def generate(self, requests, params):
+        chunks = _split(list(requests), len(self.actors))
+        parts = self.get([a.generate.remote(c, params) for a, c in zip(self.actors, chunks)],
+                         list(range(len(chunks))))
+        return [r for part in parts for r in part]
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        self.load_remote(self.ray.put({k: v.detach().cpu() for k, v in named_tensors}))
+
+    def load_remote(self, state_ref) -> None:
+        self.get([a.update_weights.remote(state_ref) for a in self.actors])
+
+    def sleep(self) -> None:
+        self.get([a.sleep.remote() for a in self.actors])
+
+    def wake(self) -> None:
+        self.get([a.wake.remote() for a in self.actors])
+
+
+class RewardPool(_Group):
+    """Scores in parallel over the reward workers; called like a :class:`~longrl.rewards.ScoreRouter`."""
+
+    def __call__(self, prompts, texts):
+        chunks = _split(list(zip(prompts, texts)), len(self.actors))
+        parts = self.get([a.score.remote([p for p, _ in c], [t for _, t in c])
+                          for a, c in zip(self.actors, chunks)], list(range(len(chunks))))
+        return [s for part in parts for s in part]
+
+    def close(self) -> None:
+        try:
+            self.get([a.close.remote() for a in self.actors])
+        except WorkerFailed:
+            pass
+
+
+class RayCluster:
+    """Connects to (or starts) Ray, checks resources, and places the worker groups together."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        c = cfg.cluster
+        ray = self.ray = require_ray()
+        self.started = not ray.is_initialized() and c.address is None
+        if c.address is None:
+            if not ray.is_initialized():
+                ray.init(num_cpus=c.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+        else:
+            ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+        have = ray.cluster_resources()
+        workers = c.trainer_workers + c.rollout_workers + c.reward_workers
+        need_cpu = workers * c.cpus_per_worker
+        need_gpu = (c.trainer_workers + c.rollout_workers) * c.gpus_per_worker
+        if need_cpu > have.get("CPU", 0) or need_gpu > have.get("GPU", 0):
+            self.close()
+            raise UserError(
+                f"cluster: {c.trainer_workers} trainer + {c.rollout_workers} rollout + {c.reward_workers} reward "
+                f"workers need {need_cpu:g} CPUs and {need_gpu:g} GPUs, but the Ray cluster has "
+                f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs; lower cluster.*_workers or "
+                "cluster.cpus_per_worker / cluster.gpus_per_worker")
+        from ray.util.placement_group import placement_group
+
+        bundles = [self._bundle(gpu=i < c.trainer_workers + c.rollout_workers) for i in range(workers)]
+        self.pg = placement_group(bundles, strategy="PACK")
+        try:
+            ray.get(self.pg.ready(), timeout=120)
+        except Exception as e:
+            self.close()
+            raise UserError(f"cluster: could not place {workers} workers on the Ray cluster: {e}") from None
+        self._next_bundle = 0
+        self.groups: list[_Group] = []
+
+    def _bundle(self, gpu: bool) -> dict[str, float]:
+        c = self.cfg.cluster
+        b = {"CPU": c.cpus_per_worker}
+        if gpu and c.gpus_per_worker:
+            b["GPU"] = c.gpus_per_worker
+        return b
+
+    def _actors(self, cls, n: int, gpu: bool, make_args) -> list:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        c = self.cfg.cluster
+        remote = self.ray.remote(cls)
+        actors = []
+        for i in range(n):
+            strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=self._next_bundle)
+            self._next_bundle += 1
+            actors.append(remote.options(num_cpus=c.cpus_per_worker,
+                                         num_gpus=c.gpus_per_worker if gpu else 0,
+                                         scheduling_strategy=strategy).remote(*make_args(i)))
+        return actors
+
+    def _group(self, group_cls, kind: str, actors: list):
+        group = group_cls(self.ray, kind, actors, ["?"] * len(actors))
+        group.nodes = group.get([a.node.remote() for a in actors])
+        self.groups.append(group)
+        return group
+
+    def trainer_group(self, model_dir) -> TrainerGroup:
+        c = self.cfg.cluster
+        n = c.trainer_workers
+        actors = self._actors(TrainerWorker, n, True,
+                                 lambda i: (self.cfg, str(model_dir), i, n, c.cpus_per_worker))
+        group = self._group(TrainerGroup, "trainer", actors)
+        address = group.get([actors[0].rendezvous.remote()])[0]
+        group.get([a.setup.remote(address) for a in actors])
+        return group
+
+    def rollout_group(self, model_dir) -> RolloutGroup:
+        c = self.cfg.cluster
+        actors = self._actors(RolloutWorker, c.rollout_workers, True,
+                                 lambda i: (self.cfg, str(model_dir), c.cpus_per_worker))
+        return self._group(RolloutGroup, "rollout", actors)
+
+    def reward_pool(self) -> RewardPool | None:
+        c = self.cfg.cluster
+        if not c.reward_workers:
+            return None
+        actors = self._actors(RewardWorker, c.reward_workers, False, lambda i: (c.cpus_per_worker,))
+        return self._group(RewardPool, "reward", actors)
+
+    def close(self) -> None:
+        """Kill the actors and free the placement group; stop Ray if this process started it."""
+        ray = self.ray
+        for g in getattr(self, "groups", []):
+            for a in g.actors:
+                try:
+                    ray.kill(a)
+                except Exception:
+                    pass
+        if getattr(self, "pg", None) is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            try:
+                remove_placement_group(self.pg)
+            except Exception:
+                pass
+            self.pg = None
+        if self.started and ray.is_initialized():
+            ray.shutdown()

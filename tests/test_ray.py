@@ -1,0 +1,113 @@
+"""Ray scale-out on a local Ray instance: data-parallel gradient, a whole run, failures, bad input."""
+
+import json
+import random
+import sys
+
+import pytest
+import torch
+
+from longrl.config import load_config
+from longrl.errors import UserError, WorkerFailed
+from longrl.train.batch import Seq
+from test_cli import _sets, longrl
+
+ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
+
+TIMING = ("time/", "perf/", "eval/time_s")
+
+
+def _cfg(**cluster):
+    sets = [f"cluster.{k}={v}" for k, v in {"backend": "ray", "cpus_per_worker": 0.5, **cluster}.items()]
+    return load_config(None, ["threads=1", "rl.mini_batches=1", *sets])
+
+
+def _seqs(model, n=7, seed=0):
+    """Sequences of different lengths with advantages and log pi_i slightly off the model's own."""
+    from longrl.train.batch import micro_batches, token_logprobs
+
+    rng = random.Random(seed)
+    vocab = model.config.vocab_size
+    seqs = []
+    for i in range(n):
+        prompt = [rng.randrange(4, vocab) for _ in range(rng.randint(3, 9))]
+        resp = [rng.randrange(4, vocab) for _ in range(rng.randint(2, 20))]
+        seqs.append(Seq(ids=prompt + resp, loss_start=len(prompt), advantage=rng.uniform(-1, 1), index=i))
+    with torch.no_grad():
+        for b in micro_batches(seqs, 10_000, 0):
+            logp = token_logprobs(model, b)
+            for row, idx in enumerate(b.index.tolist()):
+                s = seqs[idx]
+                s.ref_logp = (logp[row, s.loss_start - 1 : len(s.ids) - 1] + 0.05 * rng.random()).tolist()
+    return seqs
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from longrl.distributed.ray_cluster import RayCluster
+
+    c = RayCluster(_cfg(trainer_workers=2, rollout_workers=1))
+    yield c
+    c.close()
+
+
+def test_two_worker_gradient_equals_single_process(cluster, tiny_model_dir):
+    from longrl.models.loading import load_model
+    from longrl.train.update import DataParallel, UpdateStats, batch_gradient
+
+    group = cluster.trainer_group(tiny_model_dir)
+    model, tok = load_model(tiny_model_dir)
+    seqs = _seqs(model)
+    batch_gradient(model, seqs, cluster.cfg, tok.pad_token_id, DataParallel(), UpdateStats())
+    single = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    dist = group.gradient(seqs)
+    assert single.abs().max() > 0
+    rel = float((dist - single).norm() / single.norm())
+    assert rel < 1e-5, rel
+
+    # a worker that dies is named with its node, and the group stops with one message
+    ray.kill(group.actors[1])
+    with pytest.raises(WorkerFailed, match=r"trainer worker 1 on node \S+ failed"):
+        group.update(seqs, {s.index: [0] * (len(s.ids) - s.loss_start) for s in seqs}, 0, False)
+
+
+def test_more_workers_than_cpus_is_refused():
+    from longrl.distributed.ray_cluster import RayCluster
+
+    with pytest.raises(UserError, match="need 1001 CPUs.*lower cluster"):
+        RayCluster(_cfg(trainer_workers=1000, cpus_per_worker=1))
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    from longrl.distributed import ray_cluster
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UserError, match=r'pip install -e "\.\[ray\]"'):
+        ray_cluster.require_ray()
+
+
+def test_ray_run_matches_single_process(tmp_path):
+    """2 iterations with 2 trainer workers, 1 rollout and 1 reward worker; iteration 1 as in one process."""
+    if ray.is_initialized():
+        ray.shutdown()  # the run starts its own local instance in its own process
+    out = str(tmp_path / "runs")
+    local = longrl("train", *_sets(), "--out", out, "--name", "local", "--quiet", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    dist = longrl("train", *_sets(["cluster.backend=ray", "cluster.trainer_workers=2", "cluster.reward_workers=1",
+                                   "cluster.cpus_per_worker=0.5"]),
+                  "--out", out, "--name", "ray", "--quiet", cwd=tmp_path)
+    assert dist.returncode == 0, dist.stderr[-3000:]
+
+    def metrics(name):
+        return [json.loads(x) for x in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = metrics("local"), metrics("ray")
+    assert [m["iter"] for m in a] == [m["iter"] for m in b] == [1, 2]
+    for key in a[0]:
+        if key.startswith(TIMING):
+            continue
+        if isinstance(a[0][key], float):
+            assert b[0][key] == pytest.approx(a[0][key], rel=1e-4, abs=1e-6), key
+        else:
+            assert b[0][key] == a[0][key], key
+    assert (tmp_path / "runs" / "ray" / "checkpoints" / "iter_2" / "config.json").is_file()
