@@ -30,12 +30,12 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class ModelConfig:
     path: str | None = None  # local Hugging Face model folder; None builds the built-in tiny model
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # used when path is None
-    dtype: str = "float32"  # parameter dtype for training; fp32 on CPU (bf16 matmul is slow there)
+    dtype: str = "float32"  # parameter dtype for training; fp32 on CPU (bf16 matmul is slow there); float64 for exact checks
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
 
     def validate(self) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16 or float16")
+        if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
+            raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16, float16 or float64")
         if self.path is not None and not Path(self.path).is_dir():
             raise UserError(f"model.path: {self.path} is not a directory")
 

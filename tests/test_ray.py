@@ -3,6 +3,7 @@
 import json
 import random
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,43 @@ def test_ray_run_matches_single_process(tmp_path):
         else:
             assert b[0][key] == a[0][key], key
     assert (tmp_path / "runs" / "ray" / "checkpoints" / "iter_2" / "config.json").is_file()
+
+
+def test_killed_worker_stops_the_run_with_its_checkpoint_intact(tmp_path):
+    """SIGKILL a trainer worker mid-run: one message naming it, exit 1, the last checkpoint resumes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    if ray.is_initialized():
+        ray.shutdown()
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "longrl.cli", "train",
+           *_sets(["rl.iterations=30", "cluster.backend=ray", "cluster.trainer_workers=2",
+                   "cluster.cpus_per_worker=0.5"]), "--out", str(out), "--name", "r", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = out / "r" / "checkpoints"
+    deadline = time.time() + 300
+    while not (ckpts / "iter_2").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    workers = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"ray::TrainerWorker" in (proc_dir / "cmdline").read_bytes():
+                workers.append(int(proc_dir.name))
+        except OSError:
+            continue
+    assert workers, "no trainer worker process found"
+    os.kill(max(workers), signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error: trainer worker")], err[-2000:]
+    latest = (ckpts / "latest").read_text().strip()
+    assert (ckpts / latest / "config.json").is_file()
+    res = subprocess.run([sys.executable, "-m", "longrl.cli", "train", "--resume", str(out / "r"),
+                          "--set", "rl.iterations=" + str(int(latest.split("_")[1]) + 1), "--quiet"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -72,7 +72,7 @@ def _collate(seqs: list[Seq], pad_id: int) -> TrainBatch:
     ids = torch.full((b, L), pad_id, dtype=torch.int64)
     attn = torch.zeros((b, L), dtype=torch.int64)
     loss_mask = torch.zeros((b, L - 1))
-    ref = torch.zeros((b, L - 1))
+    ref = torch.zeros((b, L - 1), dtype=torch.float64)  # sequence sums of log pi_i must not depend on padding
     for r, s in enumerate(seqs):
         n = len(s.ids)
         ids[r, :n] = torch.tensor(s.ids)
@@ -87,7 +87,9 @@ def _collate(seqs: list[Seq], pad_id: int) -> TrainBatch:
 
 def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
     """log π(input_ids[:, t+1] | input_ids[:, :t+1]) of logits / temperature: ``[b, L-1]``."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # log-softmax in at least fp32
     if temperature != 1.0:
         logits = logits / temperature
     targets = batch.input_ids[:, 1:]
