@@ -70,6 +70,7 @@ class SFTConfig:
 @dataclass
 class RolloutConfig:
     engine: str = "hf"  # rollout engine: hf (transformers, CPU/GPU) or vllm
+    placement: str = "colocated"  # colocated: engine sleeps while training (hybrid); separate: own devices
     k: int = 8  # samples per prompt (the group for the mean baseline)
     batch_prompts: int = 16  # prompts per iteration
     max_length: int = 192  # max new tokens per response
@@ -84,6 +85,8 @@ class RolloutConfig:
         if self.repeat_max_period < 0 or (self.repeat_max_period and self.repeat_window <= self.repeat_max_period):
             raise UserError(f"rollout.repeat_window ({self.repeat_window}) must exceed rollout.repeat_max_period "
                             f"({self.repeat_max_period}), which must be >= 0")
+        if self.placement not in ("colocated", "separate"):
+            raise UserError(f"rollout.placement: {self.placement!r}; choose colocated or separate")
         if self.k < 2:
             raise UserError(f"rollout.k={self.k}: k must be at least 2 (the mean baseline needs a group)")
         if self.temperature <= 0:

@@ -145,7 +145,12 @@ def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None =
     """The rollout engine ``rollout.engine`` names, on ``model`` (hf) or on the weights in ``model_dir``."""
     if cfg.rollout.engine == "hf":
         return HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, cfg.rollout.max_batch)
-    raise UserError("rollout.engine=vllm is not available in this build; use rollout.engine=hf")
+    from longrl.rollout.vllm import VLLMEngine
+
+    if model_dir is None:
+        raise ValueError("the vllm engine loads its weights from a model folder; pass model_dir")
+    return VLLMEngine(model_dir, [tokenizer.eos_token_id], seed=cfg.seed, dtype=cfg.model.dtype,
+                      max_batch=cfg.rollout.max_batch)
 
 
 def make_workers(cfg: RunConfig, model, tokenizer, start_dir: Path):
@@ -237,9 +242,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             _truncate_jsonl(run_dir / "rollouts.jsonl", trainer.iteration)
         logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
     except BaseException:
-        router.close()
-        if cluster is not None:
-            cluster.close()
+        _close_workers(engine, router, cluster)
         raise
     t_start = time.time()
     try:
@@ -278,9 +281,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         bar.close()
     finally:
         logger.close()
-        router.close()
-        if cluster is not None:
-            cluster.close()
+        _close_workers(engine, router, cluster)
     summary.update(_summary(summary, cfg, time.time() - t_start))
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     write_report(run_dir)
@@ -289,6 +290,14 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             print(_fmt_eval("final", summary["final"]))
         print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     return run_dir
+
+
+def _close_workers(engine, router, cluster) -> None:
+    router.close()
+    if hasattr(engine, "close"):  # vLLM: shut its engine core down
+        engine.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def _summary(summary: dict, cfg: RunConfig, seconds: float) -> dict:

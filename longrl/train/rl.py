@@ -59,7 +59,11 @@ class Trainer:
         t0 = time.perf_counter()
         dropped = self.buffer.drop_stale(self.iteration)
         started = self.start_groups()
+        switch = self.switch("wake")  # train -> rollout (colocated: the engine re-acquires its memory)
+        t_gen = time.perf_counter()
         stops, generated = self.rollout()
+        t_gen = time.perf_counter() - t_gen
+        switch |= self.switch("sleep")  # rollout -> train (colocated: the engine releases it)
         trajs = [t for g in self.buffer.release() for t in g.trajs]  # groups whose k samples finished
         t_roll = time.perf_counter()
         if trajs:
@@ -68,11 +72,11 @@ class Trainer:
         t_score = time.perf_counter()
         stats = self.update(trajs)
         t_update = time.perf_counter()
-        switch = self.sync()
+        switch |= self.sync()
         self.record_outcomes(trajs)
         self.trained = trajs
         t_end = time.perf_counter()
-        m = self.metrics(trajs, stats, {"rollout": t_roll - t0, "score": t_score - t_roll,
+        m = self.metrics(trajs, stats, {"rollout": t_roll - t0, "generate": t_gen, "score": t_score - t_roll,
                                         "update": t_update - t_score, **switch, "iter": t_end - t0},
                          stops, generated, started, len(dropped))
         self.iteration += 1
@@ -158,6 +162,15 @@ class Trainer:
         return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
                                 self.tokenizer.pad_token_id, self.recompute)
 
+    def switch(self, to: str) -> dict[str, float]:
+        """Hybrid deployment (``rollout.placement=colocated``): the engine's ``wake`` before a rollout
+        and ``sleep`` after it, so training and inference take turns on the same devices."""
+        if self.cfg.rollout.placement != "colocated":
+            return {}
+        t0 = time.perf_counter()
+        getattr(self.engine, to)()
+        return {f"switch_{'to_rollout' if to == 'wake' else 'to_train'}": time.perf_counter() - t0}
+
     def sync(self) -> dict[str, float]:
         """Push the new weights to the rollout engine (in place for the in-process hf engine).
 
@@ -189,7 +202,7 @@ class Trainer:
             "update/steps": st.steps,
             **({"mismatch/logp_abs_mean": st.mismatch_sum / st.mismatch_tokens,
                 "mismatch/logp_abs_max": st.mismatch_max} if st.mismatch_tokens else {}),
-            "perf/tokens_per_s": generated / max(times["rollout"], 1e-9),
+            "perf/tokens_per_s": generated / max(times["generate"], 1e-9),
             "perf/train_tokens_per_s": st.tokens / max(times["update"], 1e-9),
             "train/groups": len(_groups(trajs)),
             "train/new_groups": started,
