@@ -65,6 +65,7 @@ def gradient_check(workers: int, model_dir: Path, cpus: float, dtype: str) -> di
     single(8192)  # warm-up
     ref, t_single = single(8192)
     floor = single(2048)[0]  # the same gradient with another micro-batch split: the summation-order noise
+    cfg.rl.micro_batch_tokens = 8192  # the workers split as the reference did
     cluster = RayCluster(cfg)
     try:
         group = cluster.trainer_group(model_dir)

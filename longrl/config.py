@@ -32,10 +32,13 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # used when path is None
     dtype: str = "float32"  # parameter dtype for training; fp32 on CPU (bf16 matmul is slow there); float64 for exact checks
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
+    device: str = "auto"  # auto (a GPU when torch sees one, else CPU), cpu, cuda, cuda:N
 
     def validate(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
             raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16, float16 or float64")
+        if self.device != "auto" and self.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.device):
+            raise UserError(f"model.device: {self.device!r}; choose auto, cpu, cuda or cuda:N")
         if self.path is not None and not Path(self.path).is_dir():
             raise UserError(f"model.path: {self.path} is not a directory")
 

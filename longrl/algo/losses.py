@@ -16,8 +16,13 @@ import torch
 
 
 def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log π(y|x) = Σ_t mask_t · log π(y_t | x, y_<t): ``[N, T] -> [N]`` (k1.5 eq. 3 is sequence level)."""
-    return (logp * mask).sum(dim=-1)
+    """log π(y|x) = Σ_t mask_t · log π(y_t | x, y_<t): ``[N, T] -> [N]`` (k1.5 eq. 3 is sequence level).
+
+    Summed in float64: a float32 sum over hundreds of tokens rounds differently with the padded
+    length, and log π_θ and log π_i must give the same sum for the same values (Δ = 0 at the first
+    step) however the batch was cut.
+    """
+    return (logp.double() * mask).sum(dim=-1)
 
 
 def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,

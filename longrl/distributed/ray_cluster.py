@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -94,11 +95,13 @@ class TrainerWorker:
         from longrl.models.loading import load_model
         from longrl.train.update import DataParallel
 
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, init_method=f"tcp://{address}", rank=self.rank, world_size=self.world)
+        # Ray hides GPUs from a worker that asked for none; with one, gradients go over NCCL and the
+        # CPU statistics over gloo (NOT YET VERIFIED on a GPU)
+        gpu = torch.cuda.is_available()
+        dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo", init_method=f"tcp://{address}",
+                                rank=self.rank, world_size=self.world, timeout=timedelta(minutes=5))
         self.model, self.tokenizer = load_model(self.model_dir, self.cfg.model.dtype)
-        if backend == "nccl":
-            self.model.cuda()
+        self.model.to("cuda" if gpu else "cpu")
         self.dp = DataParallel(dist.group.WORLD)
         return sum(p.numel() for p in self.model.parameters())
 
@@ -132,9 +135,11 @@ class RolloutWorker:
         from longrl.train.loop import make_engine
 
         self.model, self.tokenizer = load_model(model_dir, cfg.model.dtype)
-        if torch.cuda.is_available() and cfg.rollout.engine == "hf":
-            self.model.cuda()
+        if cfg.rollout.engine == "hf":
+            self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.engine = make_engine(cfg, self.model, self.tokenizer, model_dir)
+        if cfg.rollout.engine != "hf":
+            self.model = None  # vLLM holds its own copy of the weights
 
     def node(self) -> str:
         return _node()
@@ -188,27 +193,42 @@ class _Group:
     def get(self, refs: list, who: list[int] | None = None) -> list:
         """Results of ``refs`` (one per worker in ``who``); a failure raises :class:`WorkerFailed`.
 
-        Every result is awaited before reporting, and a worker that died is reported before one
-        that raised: when a rank dies its peers fail too (a broken collective), and the dead one
-        is the cause.
+        Results are taken as they arrive, so a worker that fails is reported at once even while
+        its peers wait for it in a collective (closing the cluster then kills them). A worker that
+        died is reported before one that raised: when a rank dies its peers fail too (a broken
+        collective), and the dead one is the cause. A :class:`UserError` raised in a worker (bad
+        input, a missing extra) is raised again as itself.
         """
+        ray = self.ray
         who = list(range(len(refs))) if who is None else who
-        out, failures = [], []
-        for i, ref in zip(who, refs):
-            try:
-                out.append(self.ray.get(ref))
-            except self.ray.exceptions.RayActorError as e:
-                failures.append((0, i, e))
-            except self.ray.exceptions.RayTaskError as e:
-                failures.append((1, i, e))
+        worker = dict(zip(refs, who))
+        results, failures, pending = {}, [], list(refs)
+        while pending and not failures:
+            ready, pending = ray.wait(pending, num_returns=1)
+            self._collect(ready, results, failures, worker)
+        if failures and pending:  # give the failed worker's peers a moment to fail with it
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=2)
+            self._collect(ready, results, failures, worker)
         if failures:
             _, i, e = min(failures, key=lambda f: f[:2])
             lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            user = next((ln.split("UserError:", 1)[1].strip() for ln in reversed(lines) if "UserError:" in ln), None)
+            if user:
+                raise UserError(user) from e
             why = lines[-1] if lines else repr(e)
-            if isinstance(e, self.ray.exceptions.RayActorError):
+            if isinstance(e, ray.exceptions.RayActorError):
                 why = f"the worker died ({why})"
             raise WorkerFailed(f"{self.kind} worker {i} on node {self.nodes[i]} failed: {why}") from e
-        return out
+        return [results[r] for r in refs]
+
+    def _collect(self, ready, results, failures, worker) -> None:
+        for ref in ready:
+            try:
+                results[ref] = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as e:
+                failures.append((0, worker[ref], e))
+            except self.ray.exceptions.RayTaskError as e:
+                failures.append((1, worker[ref], e))
 
 
 class TrainerGroup(_Group):
@@ -224,10 +244,10 @@ class TrainerGroup(_Group):
     def sync_to(self, engine, model) -> None:
         """Rank 0's weights into the rollout engine(s) and into the driver's copy of the policy."""
         ref = self.actors[0].weights.remote()
+        state = self.get([ref])[0]  # a failure here is the trainer's, not the rollout workers'
         if isinstance(engine, RolloutGroup):
             engine.load_remote(ref)
-        state = self.get([ref])[0]
-        if not isinstance(engine, RolloutGroup):
+        else:
             engine.update_weights(state.items())
         params = dict(model.named_parameters())
         with torch.no_grad():

@@ -26,7 +26,7 @@ def run(args) -> int:
     from longrl.errors import UserError
     from longrl.eval.benchmarks import load_benchmark
     from longrl.eval.runner import evaluate
-    from longrl.models.loading import load_model
+    from longrl.models.loading import load_model, resolve_device
     from longrl.rewards import ScoreRouter
     from longrl.rollout.hf import HFEngine
     from longrl.train.loop import quiet_transformers
@@ -45,6 +45,7 @@ def run(args) -> int:
     if args.limit:
         prompts = prompts[: args.limit]
     model, tok = load_model(args.model)
+    model.to(resolve_device())
     engine = HFEngine(model, [tok.eos_token_id], tok.pad_token_id)
     router = ScoreRouter()
     t0 = time.time()

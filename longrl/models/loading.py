@@ -29,6 +29,17 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def resolve_device(name: str = "auto") -> str:
+    """``auto``: the GPU when torch sees one, else the CPU; otherwise ``name`` itself (``cpu``, ``cuda:1``)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device={name}: torch sees no GPU here; use model.device=cpu (or auto)")
+    return name
+
+
 def load_model(path: str | Path, dtype: str = "float32"):
     """Load ``(model, tokenizer)`` from a local folder; the model is in train mode on CPU."""
     import torch

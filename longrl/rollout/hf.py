@@ -37,7 +37,7 @@ def counter_uniform(seeds: torch.Tensor, positions: torch.Tensor, vocab: int) ->
     """Uniform(0, 1) noise of shape ``[B, vocab]`` from per-row seeds and positions (int64 ``[B]``)."""
     s = _hash32(_hash32(seeds >> 32) ^ seeds)
     row = _hash32(s ^ ((positions * 0x9E3779B9) & _M32))
-    cols = torch.arange(vocab, dtype=torch.int64)
+    cols = torch.arange(vocab, dtype=torch.int64, device=seeds.device)
     u = _hash32(row[:, None] + cols[None, :] * 0x85EBCA6B)
     return (u.to(torch.float64) + 0.5) / 4294967296.0
 
@@ -134,6 +134,7 @@ class HFEngine:
         was_training = model.training
         model.eval()
         try:
+            dev = next(model.parameters()).device
             B = len(reqs)
             lens = torch.tensor([len(r.prompt_ids) for r in reqs])
             if int(lens.min()) == 0:
@@ -144,14 +145,16 @@ class HFEngine:
             for b, r in enumerate(reqs):
                 ids[b, T - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
                 mask[b, T - len(r.prompt_ids) :] = 1
+            ids, mask = ids.to(dev), mask.to(dev)
             seeds = torch.tensor([r.seed if r.seed is not None else b for b, r in enumerate(reqs)],
-                                 dtype=torch.int64)
-            pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64)
-            max_new = torch.tensor([r.max_new_tokens for r in reqs])
+                                 dtype=torch.int64, device=dev)
+            pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64, device=dev)
+            max_new = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
+            eos_ids = self.eos_ids.to(dev)
             tokens: list[list[int]] = [[] for _ in range(B)]
             logps: list[list[float]] = [[] for _ in range(B)]
             stop: list[str] = ["max_length"] * B
-            alive = torch.arange(B)  # original row of each row still in the batch
+            alive = torch.arange(B, device=dev)  # original row of each row still in the batch
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
             detector = None
             if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
@@ -166,15 +169,17 @@ class HFEngine:
                                past_key_values=cache, use_cache=True).logits[:, -1]
                 tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
                 step += 1
-                is_eos = torch.isin(tok, self.eos_ids)
-                repeated = detector.push(tok) & ~is_eos if detector is not None else torch.zeros_like(is_eos)
+                is_eos = torch.isin(tok, eos_ids)
+                repeated = (detector.push(tok.cpu()).to(dev) & ~is_eos if detector is not None
+                            else torch.zeros_like(is_eos))
                 finished = is_eos | repeated | (step >= max_new[alive])
-                for k, b in enumerate(alive.tolist()):
-                    tokens[b].append(int(tok[k]))
-                    logps[b].append(float(lp[k]))
-                    if is_eos[k]:
+                for b, t, logp, e, rep in zip(alive.tolist(), tok.tolist(), lp.tolist(), is_eos.tolist(),
+                                              repeated.tolist()):
+                    tokens[b].append(t)
+                    logps[b].append(logp)
+                    if e:
                         stop[b] = "eos"
-                    elif repeated[k]:
+                    elif rep:
                         stop[b] = "repetition"
                 keep = (~finished).nonzero().squeeze(1)
                 n_done += int(finished.sum())
@@ -183,14 +188,14 @@ class HFEngine:
                 if keep.numel() < alive.numel():
                     cache.batch_select_indices(keep)
                     if detector is not None:
-                        detector.select(keep)
+                        detector.select(keep.cpu())
                     mask = mask[keep]
                     tok = tok[keep]
                     alive = alive[keep]
                     last_pos = step_pos[keep, -1:]
                 else:
                     last_pos = step_pos[:, -1:]
-                mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype)], dim=1)
+                mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype, device=dev)], dim=1)
                 step_ids = tok[:, None]
                 step_pos = last_pos + 1
             return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]

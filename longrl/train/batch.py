@@ -50,9 +50,18 @@ class TrainBatch:
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    def to(self, device) -> TrainBatch:
+        return TrainBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.loss_mask,
+                                                    self.ref_logp, self.advantages, self.index)))
 
-def micro_batches(seqs: Sequence[Seq], max_tokens: int, pad_id: int) -> list[TrainBatch]:
-    """Length-bucket ``seqs`` into micro-batches of at most ``max_tokens`` padded tokens each."""
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def micro_batches(seqs: Sequence[Seq], max_tokens: int, pad_id: int, device=None) -> list[TrainBatch]:
+    """Length-bucket ``seqs`` into micro-batches of at most ``max_tokens`` padded tokens each,
+    on ``device`` (the model's: see :func:`model_device`) when given."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
     groups: list[list[int]] = []
     cur: list[int] = []
@@ -64,7 +73,8 @@ def micro_batches(seqs: Sequence[Seq], max_tokens: int, pad_id: int) -> list[Tra
         cur.append(i)
     if cur:
         groups.append(cur)
-    return [_collate([seqs[i] for i in g], pad_id) for g in groups]
+    batches = [_collate([seqs[i] for i in g], pad_id) for g in groups]
+    return batches if device is None else [b.to(device) for b in batches]
 
 
 def _collate(seqs: list[Seq], pad_id: int) -> TrainBatch:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from longrl.algo.losses import dpo_loss
 from longrl.errors import UserError
 from longrl.models.loading import encode_prompt
-from longrl.train.batch import Seq, micro_batches, token_logprobs
+from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
 
 
 @dataclass
@@ -79,7 +79,7 @@ def sequence_logprobs(model, seqs: Sequence[Seq], max_tokens: int, pad_id: int) 
     """
     parts, order = [], []
     local = [Seq(s.ids, s.loss_start, index=i) for i, s in enumerate(seqs)]
-    for b in micro_batches(local, max_tokens, pad_id):
+    for b in micro_batches(local, max_tokens, pad_id, model_device(model)):
         parts.append(token_logprobs(model, b).sum(-1))
         order.append(b.index)
     flat, idx = torch.cat(parts), torch.cat(order)

@@ -24,6 +24,7 @@ from longrl.models.loading import (
     context_length,
     encode_prompt,
     load_model,
+    resolve_device,
     save_model,
     tiny_architecture,
 )
@@ -109,6 +110,7 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
             model, tok = load_model(tmp)
         else:
             model, tok = load_model(cfg.model.path, cfg.model.dtype)
+        model.to(resolve_device(cfg.model.device))
         seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
         if progress:
             print(f"SFT warm-up: {len(seqs)} examples from {source}")
@@ -219,6 +221,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         start_dir = warm_model_dir(cfg, progress)
     model, tok = load_model(start_dir, cfg.model.dtype)
     check_architecture(model, *expected_architecture(cfg), checkpoint=start_dir)
+    # on Ray the workers hold the working copies; the driver's stays on the CPU for checkpoints
+    model.to("cpu" if cfg.cluster.backend == "ray" else resolve_device(cfg.model.device))
     ctx = context_length(model)
     check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
     check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
@@ -293,11 +297,16 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
 
 
 def _close_workers(engine, router, cluster) -> None:
-    router.close()
-    if hasattr(engine, "close"):  # vLLM: shut its engine core down
-        engine.close()
-    if cluster is not None:
-        cluster.close()
+    """Close the scorer, the engine (vLLM: its engine core) and the Ray workers, each even if one fails."""
+    try:
+        router.close()
+    finally:
+        try:
+            if hasattr(engine, "close"):
+                engine.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
 
 
 def _summary(summary: dict, cfg: RunConfig, seconds: float) -> dict:

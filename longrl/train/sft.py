@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from longrl.config import SFTConfig
 from longrl.errors import UserError
 from longrl.models.loading import encode_prompt
-from longrl.train.batch import Seq, micro_batches, token_logprobs
+from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
 
 
 def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_len: int,
@@ -68,7 +68,7 @@ def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
     ema, tokens, t0 = None, 0, time.time()
     bar = tqdm(plan, desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
     for step_seqs in bar:
-        batches = micro_batches(step_seqs, cfg.batch_tokens, tokenizer.pad_token_id)
+        batches = micro_batches(step_seqs, cfg.batch_tokens, tokenizer.pad_token_id, model_device(model))
         denom = sum(float(b.loss_mask.sum()) for b in batches)
         total = 0.0
         for b in batches:

@@ -20,7 +20,7 @@ import torch
 
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
-from longrl.train.batch import Seq, micro_batches, token_logprobs
+from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
 
 
 @dataclass
@@ -67,6 +67,8 @@ class DataParallel:
         if self.world == 1:
             return
         params = [p for p in model.parameters() if p.requires_grad]
+        used = self.all_reduce(torch.tensor([p.grad is not None for p in params], dtype=torch.int32))
+        params = [p for p, u in zip(params, used.tolist()) if u]  # no rank's gradient: stays None, as in one process
         for p in params:
             if p.grad is None:  # a rank with no tokens this step still takes part in the reduction
                 p.grad = torch.zeros_like(p)
@@ -151,13 +153,13 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
     local = dp.shard(mb_seqs)
     total = torch.zeros((), dtype=torch.float64)
     delta_sum, delta_n = 0.0, 0
-    for b in micro_batches(local, rl.micro_batch_tokens, pad_id) if local else []:
+    for b in micro_batches(local, rl.micro_batch_tokens, pad_id, model_device(model)) if local else []:
         logp = token_logprobs(model, b, cfg.rollout.temperature)
         if note_mismatch:
             stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
         loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps) / denom
         loss.backward()
-        total += loss.detach()
+        total += loss.detach().cpu()
         stats.tokens += b.num_tokens
         with torch.no_grad():
             delta = ((logp - b.ref_logp) * b.loss_mask).sum(-1).abs()
@@ -183,8 +185,13 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
     fresh: dict[int, list[float]] = {}
     old_sum, old_n = 0.0, 0
     mine = dp.shard(seqs)
-    for b in micro_batches(mine, cfg.rl.micro_batch_tokens, pad_id) if mine else []:
-        logp = token_logprobs(model, b, cfg.rollout.temperature)
+    was_training = model.training
+    # the same mode as the update's forward passes, so that at the first step log pi_theta equals
+    # log pi_i exactly (eval mode picks other attention kernels: ~1e-4 per sequence). RL runs
+    # without dropout (LLM configs set it to 0), so the mode changes nothing else.
+    model.train()
+    for b in micro_batches(mine, cfg.rl.micro_batch_tokens, pad_id, model_device(model)) if mine else []:
+        logp = token_logprobs(model, b, cfg.rollout.temperature).cpu()
         for row, idx in enumerate(b.index.tolist()):
             s = by_index[idx]
             new = logp[row, s.loss_start - 1 : len(s.ids) - 1]
@@ -195,6 +202,7 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
             old_n += int((~current).sum())
             stats.note_mismatch(new[current], old[current], torch.ones(int(current.sum())))
             fresh[idx] = new.tolist()
+    model.train(was_training)
     for part in dp.gather(fresh):
         for idx, ref in part.items():
             by_index[idx].ref_logp = ref
