@@ -21,6 +21,11 @@ def test_overrides_and_scientific_notation(tmp_path):
     ("rl.algorithm=ppo", "choose from"),
     ("rl.lr=1e-4x", "rl.lr: expected float"),
     ("rollout", "expected KEY=VALUE"),
+    ("model.device=gpu", "model.device: 'gpu'; choose auto, cpu, cuda or cuda:N"),
+    ("rollout.placement=remote", "rollout.placement: 'remote'; choose colocated or separate"),
+    ("cluster.backend=slurm", "cluster.backend: 'slurm'; choose local or ray"),
+    ("cluster.trainer_workers=0", "cluster.trainer_workers and cluster.rollout_workers must be >= 1"),
+    ("cluster.cpus_per_worker=0", "cluster.cpus_per_worker must be > 0"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(UserError, match=message):
@@ -30,3 +35,15 @@ def test_bad_overrides(override, message):
 def test_unknown_preset():
     with pytest.raises(UserError, match="quickstart"):
         load_config("no-such-preset")
+
+
+def test_cuda_device_without_a_gpu_is_refused():
+    import torch
+
+    from longrl.models.loading import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UserError, match="model.device=cuda: torch sees no GPU"):
+        resolve_device("cuda")
