@@ -187,11 +187,12 @@ def _split(items: list, parts: int) -> list[list]:
 class _Group:
     """Actors of one kind, with calls that turn a worker's death or error into one clear message."""
 
-    def __init__(self, ray, kind: str, actors: list, nodes: list[str]):
-        self.ray, self.kind, self.actors, self.nodes = ray, kind, actors, nodes
+    def __init__(self, ray, kind: str, actors: list):
+        self.ray, self.kind, self.actors = ray, kind, actors
+        self.nodes = ["?"] * len(actors)  # filled in once the actors answer
 
-    def get(self, refs: list, who: list[int] | None = None) -> list:
-        """Results of ``refs`` (one per worker in ``who``); a failure raises :class:`WorkerFailed`.
+    def get(self, refs: list) -> list:
+        """Results of ``refs``, one per worker in actor order; a failure raises :class:`WorkerFailed`.
 
         Results are taken as they arrive, so a worker that fails is reported at once even while
         its peers wait for it in a collective (closing the cluster then kills them). A worker that
@@ -200,8 +201,7 @@ class _Group:
         input, a missing extra) is raised again as itself.
         """
         ray = self.ray
-        who = list(range(len(refs))) if who is None else who
-        worker = dict(zip(refs, who))
+        worker = {ref: i for i, ref in enumerate(refs)}
         results, failures, pending = {}, [], list(refs)
         while pending and not failures:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -260,8 +260,7 @@ class RolloutGroup(_Group):
 
     def generate(self, requests, params):
         chunks = _split(list(requests), len(self.actors))
-        parts = self.get([a.generate.remote(c, params) for a, c in zip(self.actors, chunks)],
-                         list(range(len(chunks))))
+        parts = self.get([a.generate.remote(c, params) for a, c in zip(self.actors, chunks)])
         return [r for part in parts for r in part]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -283,7 +282,7 @@ class RewardPool(_Group):
     def __call__(self, prompts, texts):
         chunks = _split(list(zip(prompts, texts)), len(self.actors))
         parts = self.get([a.score.remote([p for p, _ in c], [t for _, t in c])
-                          for a, c in zip(self.actors, chunks)], list(range(len(chunks))))
+                          for a, c in zip(self.actors, chunks)])
         return [s for part in parts for s in part]
 
     def close(self) -> None:
@@ -352,7 +351,7 @@ class RayCluster:
         return actors
 
     def _group(self, group_cls, kind: str, actors: list):
-        group = group_cls(self.ray, kind, actors, ["?"] * len(actors))
+        group = group_cls(self.ray, kind, actors)
         group.nodes = group.get([a.node.remote() for a in actors])
         self.groups.append(group)
         return group
