@@ -7,7 +7,7 @@ GRPOTrainer (beta = 0, one generation batch = one optimizer step of 128 completi
 the built-in countdown scorer. Also measured in the same run: the CPU's fp32 matmul peak, against
 which the update phase is reported (6 x parameters x trained tokens / update time).
 
-    python bench/rl_step.py [--iters 3] [--no-trl]
+    python bench/rl_step.py [--iters 3] [--repeats 3] [--no-trl]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def bench_longrl(model_dir: Path, iters: int) -> dict:
     from longrl.train.rl import Trainer
 
     cfg = load_config(None, ["rollout.batch_prompts=16", "rollout.k=8", "rollout.max_length=64",
-                             "rl.mini_batches=1", "rl.epochs=1", "rl.micro_batch_tokens=16384"])
+                             "rl.mini_batches=1", "rl.epochs=1"])
     model, tok = load_model(model_dir)
     stream = countdown.train_prompts(0)
     pool = [next(stream) for _ in range(512)]
@@ -107,6 +107,7 @@ def bench_trl(model_dir: Path, iters: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="longrl/TRL pairs, alternated (the machine is noisy)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-trl", action="store_true")
     args = ap.parse_args()
@@ -114,22 +115,30 @@ def main() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    peak = matmul_peak(args.threads)
+    pairs: list[tuple[dict, dict | None, float]] = []
     with tempfile.TemporaryDirectory() as d:
         model_dir = build_model(Path(d) / "m")
-        torch.set_num_threads(args.threads)
-        ours = bench_longrl(model_dir, args.iters)
-        trl = None if args.no_trl else bench_trl(model_dir, args.iters)
-    print(f"fp32 matmul peak ({args.threads} threads): {peak:.1f} GFLOP/s")
+        for _ in range(args.repeats):
+            peak = matmul_peak(args.threads)
+            torch.set_num_threads(args.threads)
+            ours = bench_longrl(model_dir, args.iters)
+            trl = None if args.no_trl else bench_trl(model_dir, args.iters)
+            pairs.append((ours, trl, peak))
+    ours, _, _ = pairs[0]
     print(f"model: {ours['params'] / 1e6:.2f}M parameters; shape 16 prompts x 8 samples x <=64 new tokens")
-    print(f"longrl iteration: {ours['iter']:.2f} s  (rollout {ours['rollout']:.2f} s, score {ours['score']:.3f} s, "
-          f"update {ours['update']:.2f} s; log pi_i comes from the engine: 0 s)")
-    print(f"  generated tokens {ours['gen_tokens']:.0f}, trained tokens {ours['train_tokens']:.0f}")
-    upd = ours["flops"] / ours["update"] / 1e9
-    print(f"  update: {upd:.1f} GFLOP/s = {upd / peak:.0%} of the measured fp32 peak (6 x params x tokens)")
-    if trl:
-        print(f"TRL GRPOTrainer step: {trl['iter']:.2f} s")
-        print(f"ratio longrl / TRL: {ours['iter'] / trl['iter']:.2f}  (bar: <= 0.75, aim 0.6)")
+    for n, (ours, trl, peak) in enumerate(pairs, 1):
+        upd = ours["flops"] / ours["update"] / 1e9
+        print(f"[{n}] longrl iteration: {ours['iter']:.2f} s  (rollout {ours['rollout']:.2f} s, "
+              f"score {ours['score']:.3f} s, update {ours['update']:.2f} s; log pi_i comes from the engine: 0 s)")
+        print(f"    generated tokens {ours['gen_tokens']:.0f}, trained tokens {ours['train_tokens']:.0f}; "
+              f"update {upd:.1f} GFLOP/s = {upd / peak:.0%} of the fp32 matmul peak measured just before "
+              f"({peak:.1f} GFLOP/s; 6 x params x tokens)")
+        if trl:
+            print(f"    TRL GRPOTrainer step: {trl['iter']:.2f} s; ratio longrl / TRL: {ours['iter'] / trl['iter']:.2f}")
+    if not args.no_trl:
+        ratios = [o["iter"] / t["iter"] for o, t, _ in pairs]
+        print(f"ratio longrl / TRL, median of {len(ratios)}: {statistics.median(ratios):.2f} "
+              f"(each: {', '.join(f'{r:.2f}' for r in ratios)}; bar: <= 0.75, aim 0.6)")
 
 
 if __name__ == "__main__":

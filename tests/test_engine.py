@@ -84,3 +84,23 @@ def test_continuation_from_a_prefix_equals_uninterrupted(engine, temperature):
     rest = eng.generate([GenRequest(p + first.token_ids, 7, seed=11, response_offset=5)], params)[0]
     assert first.token_ids + rest.token_ids == whole.token_ids
     assert first.stop_reason == "max_length"
+
+
+def test_preallocated_cache_matches_transformers_dynamic_cache():
+    """In-place KV buffers return what concatenation would, through growth and dropped rows."""
+    from transformers.cache_utils import DynamicLayer
+
+    from longrl.rollout.hf import _PreallocatedLayer
+
+    g = torch.Generator().manual_seed(0)
+    ours, ref = _PreallocatedLayer(capacity=5), DynamicLayer()
+    for step, (rows, new) in enumerate([(6, 3), (6, 1), (6, 2), (4, 1), (4, 3), (2, 1)]):
+        if step and rows < ref.keys.shape[0]:
+            keep = torch.tensor([0, 2, 3, 5][:rows] if rows == 4 else [1, 3])
+            ours.batch_select_indices(keep)
+            ref.batch_select_indices(keep)
+        k, v = torch.randn(rows, 2, new, 4, generator=g), torch.randn(rows, 2, new, 4, generator=g)
+        got, want = ours.update(k, v), ref.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert ours.get_seq_length() == ref.get_seq_length()
+    assert ours._k.shape[-2] >= 11  # grew past its capacity of 5

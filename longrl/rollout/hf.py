@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from longrl.rollout.base import SamplingParams
 from longrl.rollout.repetition import RepeatDetector
@@ -63,6 +64,59 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seeds: torch.Tenso
     gumbel = -torch.log(-torch.log(counter_uniform(seeds, positions, logits.shape[-1])))
     tok = (logp.double() + gumbel).argmax(dim=-1)
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A full-attention KV cache layer written in place into buffers sized for the whole sample.
+
+    transformers' ``DynamicLayer`` concatenates the cache at every decode step, copying all of it:
+    O(length²) bytes per sample, a sixth of a small model's decode time on a CPU. Here each step
+    writes its new keys and values into a preallocated ``[B, H, capacity, D]`` buffer, and the
+    attention reads a view of the filled part. The buffer grows (doubling) if a caller exceeds
+    ``capacity``; dropping finished rows copies only the filled part.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.filled = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, _ = key_states.shape
+        self._k = key_states.new_empty((b, h, self.capacity, key_states.shape[-1]))
+        self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.filled + key_states.shape[-2]
+        if end > self._k.shape[-2]:
+            self._k, self._v = (self._resized(t, max(end, 2 * t.shape[-2])) for t in (self._k, self._v))
+        self._k[:, :, self.filled : end] = key_states
+        self._v[:, :, self.filled : end] = value_states
+        self.filled = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def _resized(self, buf: torch.Tensor, capacity: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        src = buf[:, :, : self.filled] if rows is None else buf[rows, :, : self.filled]
+        out = buf.new_empty((src.shape[0], buf.shape[1], capacity, buf.shape[-1]))
+        out[:, :, : self.filled] = src
+        return out
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k, self._v = (self._resized(t, t.shape[-2], indices) for t in (self._k, self._v))
+            self.keys, self.values = self._k[:, :, : self.filled], self._v[:, :, : self.filled]
+
+
+def _kv_cache(model, capacity: int) -> DynamicCache:
+    """The model's own dynamic cache, with its full-attention layers preallocated to ``capacity``
+    tokens (sliding-window and other layer kinds are left as transformers builds them)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 class HFEngine:
@@ -128,8 +182,6 @@ class HFEngine:
 
     @torch.no_grad()
     def _generate_batch(self, reqs: list[GenRequest], params: SamplingParams) -> list[GenResult]:
-        from transformers import DynamicCache
-
         model = self.model
         was_training = model.training
         model.eval()
@@ -160,13 +212,22 @@ class HFEngine:
             if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
                 detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
                                           [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
-            cache = DynamicCache()
-            step_ids, step_pos = ids, position_ids
+            cache = _kv_cache(model, T + int(max_new.max()))
+            # Prefill each distinct context once (the k samples of a prompt share it), then give
+            # every request its own copy of the cache rows.
+            first: dict[tuple[int, ...], int] = {}
+            src = torch.tensor([first.setdefault(tuple(r.prompt_ids), b) for b, r in enumerate(reqs)], device=dev)
+            rows = torch.tensor(sorted(set(first.values())), device=dev)
+            logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position_ids[rows],
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+            if rows.numel() < B:
+                expand = torch.searchsorted(rows, src)  # request -> its context's row in the prefill
+                cache.batch_select_indices(expand)
+                logits = logits[expand]
+            step_pos = position_ids
             n_done = 0
             step = 0
-            while alive.numel() > 0:
-                logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                               past_key_values=cache, use_cache=True).logits[:, -1]
+            while True:
                 tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
                 step += 1
                 is_eos = torch.isin(tok, eos_ids)
@@ -196,8 +257,9 @@ class HFEngine:
                 else:
                     last_pos = step_pos[:, -1:]
                 mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype, device=dev)], dim=1)
-                step_ids = tok[:, None]
                 step_pos = last_pos + 1
+                logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=step_pos,
+                               past_key_values=cache, use_cache=True).logits[:, -1]
             return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]
         finally:
             model.train(was_training)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from longrl.config import SFTConfig
 from longrl.errors import UserError
 from longrl.models.loading import encode_prompt
-from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
+from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
 
 
 def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_len: int,
@@ -65,10 +65,12 @@ def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))
     model.train()
+    dev = model_device(model)
+    micro = min(cfg.batch_tokens, micro_batch_budget(None, dev))  # a step's sequences, in cache-sized parts
     ema, tokens, t0 = None, 0, time.time()
     bar = tqdm(plan, desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
     for step_seqs in bar:
-        batches = micro_batches(step_seqs, cfg.batch_tokens, tokenizer.pad_token_id, model_device(model))
+        batches = micro_batches(step_seqs, micro, tokenizer.pad_token_id, dev)
         denom = sum(float(b.loss_mask.sum()) for b in batches)
         total = 0.0
         for b in batches:

@@ -20,7 +20,7 @@ import torch
 
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
-from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
+from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
 
 
 @dataclass
@@ -153,7 +153,8 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
     local = dp.shard(mb_seqs)
     total = torch.zeros((), dtype=torch.float64)
     delta_sum, delta_n = 0.0, 0
-    for b in micro_batches(local, rl.micro_batch_tokens, pad_id, model_device(model)) if local else []:
+    dev = model_device(model)
+    for b in micro_batches(local, micro_batch_budget(rl.micro_batch_tokens, dev), pad_id, dev) if local else []:
         logp = token_logprobs(model, b, cfg.rollout.temperature)
         if note_mismatch:
             stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
@@ -190,7 +191,8 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
     # log pi_i exactly (eval mode picks other attention kernels: ~1e-4 per sequence). RL runs
     # without dropout (LLM configs set it to 0), so the mode changes nothing else.
     model.train()
-    for b in micro_batches(mine, cfg.rl.micro_batch_tokens, pad_id, model_device(model)) if mine else []:
+    dev = model_device(model)
+    for b in micro_batches(mine, micro_batch_budget(cfg.rl.micro_batch_tokens, dev), pad_id, dev) if mine else []:
         logp = token_logprobs(model, b, cfg.rollout.temperature).cpu()
         for row, idx in enumerate(b.index.tolist()):
             s = by_index[idx]
