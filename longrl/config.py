@@ -105,7 +105,8 @@ class RLConfig:
     algorithm: str = "mirror_descent"  # update rule: mirror_descent (k1.5), rest, grpo
     iterations: int = 60  # RL iterations
     tau: float = 0.1  # k1.5 regulariser weight on (log pi - log pi_i)^2
-    lr: float = 1e-4  # AdamW learning rate; the optimizer is reset every iteration
+    lr: float = 1e-4  # learning rate; the optimizer is reset every iteration
+    optimizer: str = "adamw"  # adamw, or sgd: plain gradient steps (see docs/benchmarks.md on Adam reset each iteration)
     epochs: int = 1  # passes over one iteration's samples
     mini_batches: int = 2  # optimizer steps per epoch
     mini_batch_size: int | None = None  # responses per optimizer step instead (steps follow the batch size)
@@ -121,6 +122,8 @@ class RLConfig:
             raise UserError("rl: tau >= 0, lr > 0, iterations >= 0, epochs >= 1 and mini_batches >= 1")
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
             raise UserError(f"rl.mini_batch_size={self.mini_batch_size}: must be >= 1 (or null)")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UserError(f"rl.optimizer={self.optimizer!r}: choose adamw or sgd")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise UserError(f"rl.micro_batch_tokens={self.micro_batch_tokens}: must be >= 1 (or null)")
 

@@ -43,3 +43,32 @@ def test_padding_is_masked(tiny_model_dir):
     row = int((b.index == 0).nonzero())
     torch.testing.assert_close(together[row, :4], alone[0], rtol=1e-5, atol=1e-6)
     assert (together[row, 4:] == 0).all()
+
+
+def test_fresh_optimizer_first_step_adamw_is_sign_sgd_is_gradient(tiny_model_dir):
+    """What a reset optimizer's first step does: AdamW moves every weight by lr·sign(g); SGD by lr·g."""
+    from longrl.config import load_config
+    from longrl.train.update import fresh_optimizer
+
+    for name in ("adamw", "sgd"):
+        model, _ = load_model(tiny_model_dir)
+        rl = load_config(None, [f"rl.optimizer={name}", "rl.lr=0.01"]).rl
+        w = model.lm_head.weight if hasattr(model, "lm_head") else next(model.parameters())
+        before = w.detach().clone()
+        opt = fresh_optimizer(model, rl)
+        g = torch.randn_like(w).sign() * (1 + torch.rand_like(w)) * 1e-3  # |g| >> Adam's eps
+        w.grad = g.clone()
+        opt.step()
+        moved = w.detach() - before
+        want = -0.01 * (torch.sign(g) if name == "adamw" else g)
+        torch.testing.assert_close(moved, want, rtol=1e-3, atol=1e-7)
+
+
+def test_unknown_optimizer_is_refused():
+    import pytest
+
+    from longrl.config import load_config
+    from longrl.errors import UserError
+
+    with pytest.raises(UserError, match="rl.optimizer"):
+        load_config(None, ["rl.optimizer=lion"])

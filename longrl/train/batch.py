@@ -63,8 +63,8 @@ def micro_batch_budget(tokens: int | None, device: torch.device) -> int:
     """Padded tokens per forward/backward: ``tokens`` when set, else a default for the device.
 
     On a CPU, micro-batches of ~2k tokens keep a small model's activations in cache: the RL update
-    of the quickstart and of ``bench/rl_step.py`` runs 25-30% faster than with 8k, and an SFT step
-    of 4k tokens ~12% faster in two parts. A GPU wants larger ones to fill the device.
+    of the quickstart and of ``bench/rl_step.py`` runs 25-30% faster than with 8k (for the
+    quickstart's SFT steps the difference is within noise). A GPU wants larger ones to fill the device.
     """
     return tokens if tokens else (2048 if device.type == "cpu" else 8192)
 

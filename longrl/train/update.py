@@ -97,6 +97,17 @@ class DataParallel:
         return out
 
 
+def fresh_optimizer(model, rl) -> torch.optim.Optimizer:
+    """The optimizer of one iteration, created anew each time (k1.5 resets its state).
+
+    With AdamW and no state, the first step is ``lr * sign(g)`` for every weight (m / sqrt(v) = ±1),
+    however small and noisy that weight's gradient; ``sgd`` steps along the gradient itself.
+    """
+    if rl.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
+
+
 def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id: int,
                   dp: DataParallel | None = None, note_mismatch: bool = True) -> UpdateStats:
     """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
@@ -114,8 +125,7 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     stats = UpdateStats()
     if not seqs:
         return stats
-    opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay,
-                            betas=(0.9, 0.95))  # a fresh optimizer each iteration (k1.5)
+    opt = fresh_optimizer(model, rl)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
     model.train()
     delta_sum = delta_n = 0.0
