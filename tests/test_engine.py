@@ -87,20 +87,40 @@ def test_continuation_from_a_prefix_equals_uninterrupted(engine, temperature):
 
 
 def test_preallocated_cache_matches_transformers_dynamic_cache():
-    """In-place KV buffers return what concatenation would, through growth and dropped rows."""
+    """In-place KV buffers return what concatenation would: growth, dropped and repeated rows, crop, reset."""
     from transformers.cache_utils import DynamicLayer
 
     from longrl.rollout.hf import _PreallocatedLayer
 
     g = torch.Generator().manual_seed(0)
     ours, ref = _PreallocatedLayer(capacity=5), DynamicLayer()
-    for step, (rows, new) in enumerate([(6, 3), (6, 1), (6, 2), (4, 1), (4, 3), (2, 1)]):
-        if step and rows < ref.keys.shape[0]:
-            keep = torch.tensor([0, 2, 3, 5][:rows] if rows == 4 else [1, 3])
-            ours.batch_select_indices(keep)
-            ref.batch_select_indices(keep)
-        k, v = torch.randn(rows, 2, new, 4, generator=g), torch.randn(rows, 2, new, 4, generator=g)
+    plan = [(None, 3), (None, 1), (None, 2), ([0, 2, 3, 5], 1), ([1, 1, 0, 3, 2], 3), ("crop", 2), ([4, 0], 1)]
+    for rows, new in plan:
+        if rows == "crop":
+            ours.crop(-2)
+            ref.crop(-2)
+        elif rows is not None:
+            ours.batch_select_indices(torch.tensor(rows))
+            ref.batch_select_indices(torch.tensor(rows))
+        b = 6 if not ref.is_initialized else ref.keys.shape[0]
+        k, v = torch.randn(b, 2, new, 4, generator=g), torch.randn(b, 3, new, 4, generator=g)
         got, want = ours.update(k, v), ref.update(k, v)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert ours.get_seq_length() == ref.get_seq_length()
     assert ours._k.shape[-2] >= 11  # grew past its capacity of 5
+    ours.reset()
+    k = torch.randn(2, 2, 1, 4, generator=g)
+    assert torch.equal(ours.update(k, k)[0], k)  # nothing stale after a reset
+
+
+def test_shared_prompts_are_sampled_as_if_alone(engine):
+    """The k samples of a prompt share one prefill; each still equals its request generated alone."""
+    eng, tok = engine
+    p = _prompts(tok)
+    order = [0, 1, 0, 2, 1, 0]
+    for params in (SamplingParams(temperature=1.0), SamplingParams(temperature=0)):
+        together = eng.generate([GenRequest(p[j], 10, seed=40 + i) for i, j in enumerate(order)], params)
+        for i, j in enumerate(order):
+            (alone,) = eng.generate([GenRequest(p[j], 10, seed=40 + i)], params)
+            assert together[i].token_ids == alone.token_ids
+            torch.testing.assert_close(together[i].logprobs, alone.logprobs, rtol=0, atol=1e-5)

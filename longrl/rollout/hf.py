@@ -67,13 +67,14 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seeds: torch.Tenso
 
 
 class _PreallocatedLayer(DynamicLayer):
-    """A full-attention KV cache layer written in place into buffers sized for the whole sample.
+    """A full-attention KV cache layer written in place into buffers, not concatenated per step.
 
     transformers' ``DynamicLayer`` concatenates the cache at every decode step, copying all of it:
     O(length²) bytes per sample, a sixth of a small model's decode time on a CPU. Here each step
-    writes its new keys and values into a preallocated ``[B, H, capacity, D]`` buffer, and the
-    attention reads a view of the filled part. The buffer grows (doubling) if a caller exceeds
-    ``capacity``; dropping finished rows copies only the filled part.
+    writes its new keys and values into a ``[B, H, capacity, D]`` buffer, and the attention reads a
+    view of the filled part. The buffer starts at ``capacity`` (the prompt plus a first stretch of
+    the response, not the longest possible sample) and doubles when full, so it never holds more than
+    twice what is filled; dropping finished rows copies only the filled part of the rows kept.
     """
 
     def __init__(self, capacity: int):
@@ -83,37 +84,65 @@ class _PreallocatedLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        b, h, _, _ = key_states.shape
-        self._k = key_states.new_empty((b, h, self.capacity, key_states.shape[-1]))
-        self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        self._k = key_states.new_empty((*key_states.shape[:2], self.capacity, key_states.shape[-1]))
+        self._v = value_states.new_empty((*value_states.shape[:2], self.capacity, value_states.shape[-1]))
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.filled + key_states.shape[-2]
         if end > self._k.shape[-2]:
-            self._k, self._v = (self._resized(t, max(end, 2 * t.shape[-2])) for t in (self._k, self._v))
+            self._k, self._v = (self._copy(t, capacity=max(end, 2 * t.shape[-2])) for t in (self._k, self._v))
         self._k[:, :, self.filled : end] = key_states
         self._v[:, :, self.filled : end] = value_states
         self.filled = end
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        self._expose()
         return self.keys, self.values
 
-    def _resized(self, buf: torch.Tensor, capacity: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def _copy(self, buf: torch.Tensor, capacity: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         src = buf[:, :, : self.filled] if rows is None else buf[rows, :, : self.filled]
         out = buf.new_empty((src.shape[0], buf.shape[1], capacity, buf.shape[-1]))
         out[:, :, : self.filled] = src
         return out
 
+    def _expose(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.filled], self._v[:, :, : self.filled]
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows ``indices`` (repeats allowed: each copy gets its own memory)."""
         if self.is_initialized:
-            self._k, self._v = (self._resized(t, t.shape[-2], indices) for t in (self._k, self._v))
-            self.keys, self.values = self._k[:, :, : self.filled], self._v[:, :, : self.filled]
+            self._k, self._v = (self._copy(t, t.shape[-2], indices) for t in (self._k, self._v))
+            self._expose()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            rows = torch.arange(self._k.shape[0], device=self._k.device).repeat_interleave(repeats)
+            self.batch_select_indices(rows)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Drop the last ``-tokens_to_remove`` tokens; a positive value is the length to keep
+        (transformers' deprecated form)."""
+        keep = tokens_to_remove if tokens_to_remove > 0 else self.filled + tokens_to_remove
+        if self.is_initialized and keep < self.filled:
+            self.filled = max(0, keep)
+            self._expose()
+
+    def reset(self) -> None:
+        self.filled = 0
+        super().reset()
+
+    def offload(self):
+        raise NotImplementedError("the hf engine's KV cache stays on the model's device")
+
+    prefetch = offload
 
 
 def _kv_cache(model, capacity: int) -> DynamicCache:
-    """The model's own dynamic cache, with its full-attention layers preallocated to ``capacity``
-    tokens (sliding-window and other layer kinds are left as transformers builds them)."""
+    """The model's own dynamic cache, its full-attention layers written in place from an initial
+    ``capacity`` (sliding-window and other layer kinds are left as transformers builds them)."""
     cache = DynamicCache(config=model.config)
     cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
@@ -212,7 +241,7 @@ class HFEngine:
             if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
                 detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
                                           [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
-            cache = _kv_cache(model, T + int(max_new.max()))
+            cache = _kv_cache(model, T + min(int(max_new.max()), 256))  # grows by doubling past that
             # Prefill each distinct context once (the k samples of a prompt share it), then give
             # every request its own copy of the cache rows.
             first: dict[tuple[int, ...], int] = {}

@@ -66,7 +66,8 @@ def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))
     model.train()
     dev = model_device(model)
-    micro = min(cfg.batch_tokens, micro_batch_budget(None, dev))  # a step's sequences, in cache-sized parts
+    # on a CPU a step's sequences go through in cache-sized parts; on a GPU as one micro-batch
+    micro = min(cfg.batch_tokens, micro_batch_budget(None, dev)) if dev.type == "cpu" else cfg.batch_tokens
     ema, tokens, t0 = None, 0, time.time()
     bar = tqdm(plan, desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
     for step_seqs in bar:
