@@ -106,7 +106,8 @@ class RLConfig:
     iterations: int = 60  # RL iterations
     tau: float = 0.1  # k1.5 regulariser weight on (log pi - log pi_i)^2
     lr: float = 1e-4  # learning rate; the optimizer is reset every iteration
-    optimizer: str = "adamw"  # adamw, or sgd: plain gradient steps (see docs/benchmarks.md on Adam reset each iteration)
+    optimizer: str = "adamw"  # adamw, or sgd: plain gradient steps; its lr is on another scale
+    # (0.1 with sgd moved the quickstart as far as 5e-5 with adamw; docs/benchmarks.md, Quickstart)
     epochs: int = 1  # passes over one iteration's samples
     mini_batches: int = 2  # optimizer steps per epoch
     mini_batch_size: int | None = None  # responses per optimizer step instead (steps follow the batch size)

@@ -100,8 +100,9 @@ class DataParallel:
 def fresh_optimizer(model, rl) -> torch.optim.Optimizer:
     """The optimizer of one iteration, created anew each time (k1.5 resets its state).
 
-    With AdamW and no state, the first step is ``lr * sign(g)`` for every weight (m / sqrt(v) = ±1),
-    however small and noisy that weight's gradient; ``sgd`` steps along the gradient itself.
+    With AdamW and no state, the first step is ``lr * sign(g)`` for every weight whose gradient is
+    well above Adam's eps (m / sqrt(v) = ±1), however small and noisy that gradient; ``sgd`` steps
+    along the gradient itself, with a learning rate on a different scale (see ``RLConfig.optimizer``).
     """
     if rl.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
