@@ -1,7 +1,8 @@
 """The code-execution sandbox (DESIGN §6, k1.5 §2.6.4): isolated, limited, warm, also over HTTP.
 
 * :mod:`.executor` — :class:`Sandbox`: warm bubblewrap processes, one uid and cgroup per cell,
-  rlimits, wall clock, output cap (its process plumbing and cgroups in :mod:`._procs`).
+  rlimits, wall clock, output cap (its process plumbing and cgroups in :mod:`._procs`; its options,
+  limits and results in :mod:`.types`).
 * :mod:`.rpc` — :class:`RpcSession`: function calls into a sandboxed program, for assert-style tests.
 * :mod:`.harness` — runs test cases (stdin/stdout pairs or assert-style tests) and decides every
   verdict in the trusted parent.
