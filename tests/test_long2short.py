@@ -187,6 +187,22 @@ def test_dpo_loss_hand_computed_and_gradient_sign():
     torch.testing.assert_close(chosen.grad[0], -0.5 * torch.sigmoid(torch.tensor(-0.5)))
 
 
+def test_dpo_loss_nll_term_hand_computed():
+    """RPO's term: α · −log π(y_w)/|y_w| per pair, added to DPO; it only ever raises the chosen."""
+    chosen = torch.tensor([-1.0, -3.0], requires_grad=True)
+    rejected = torch.tensor([-2.0, -1.0], requires_grad=True)
+    ref_c, ref_r = torch.tensor([-1.5, -3.0]), torch.tensor([-1.5, -2.0])
+    plain = dpo_loss(chosen, rejected, ref_c, ref_r, beta=0.5)
+    tokens = torch.tensor([2.0, 6.0])
+    loss = dpo_loss(chosen, rejected, ref_c, ref_r, beta=0.5, nll_weight=0.4, chosen_tokens=tokens)
+    torch.testing.assert_close(loss, plain + 0.4 * (1.0 / 2 + 3.0 / 6))
+    loss.backward()
+    base = torch.autograd.grad(dpo_loss(chosen, rejected, ref_c, ref_r, beta=0.5), chosen)[0]
+    torch.testing.assert_close(chosen.grad - base, -0.4 / tokens)  # an extra push up on each chosen
+    with pytest.raises(ValueError, match="chosen_tokens"):
+        dpo_loss(chosen, rejected, ref_c, ref_r, beta=0.5, nll_weight=0.4)
+
+
 def test_dpo_loss_matches_a_python_loop():
     import math
 
@@ -251,13 +267,15 @@ def test_shortest_selects_the_shortest_correct_and_trains(tiny_model_dir, tmp_pa
 def test_dpo_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "dpo"
     assert main(["long2short", "dpo", "--model", str(tiny_model_dir), "--data",
-                 str(_prompt_file(tmp_path / "p.jsonl", 6)), *SAMPLE, "--epochs", "1", "--out", str(out)]) == 0
+                 str(_prompt_file(tmp_path / "p.jsonl", 6)), *SAMPLE, "--epochs", "1", "--sft-weight", "0.5",
+                 "--out", str(out)]) == 0
     pairs = [json.loads(x) for x in (out / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["rejected_tokens"] > p["chosen_tokens"] for p in pairs)
     assert all(p["rejected_tokens"] >= 1.5 * p["chosen_tokens"] for p in pairs if p["rejected_correct"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs"] == len(pairs) and summary["dpo"]["dpo/pairs"] == len(pairs)
-    assert json.loads((out / "longrl.json").read_text())["stage"] == "dpo"
+    record = json.loads((out / "longrl.json").read_text())
+    assert record["stage"] == "dpo" and record["sft_weight"] == 0.5
 
 
 @pytest.mark.parametrize("verb", ["shortest", "dpo"])
@@ -272,6 +290,14 @@ def test_sampling_bad_input_stops_cleanly(tiny_model_dir, tmp_path, capsys, verb
                  "--out", str(out)]) == 2
     assert "--n 1: need at least 2" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.tmp*"))
+
+
+def test_dpo_negative_sft_weight_is_refused(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["long2short", "dpo", "--model", str(tiny_model_dir), "--data",
+                 str(_prompt_file(tmp_path / "p.jsonl", 2)), *SAMPLE, "--sft-weight", "-1", "--out", str(out)]) == 2
+    assert "sft_weight=-1.0: must be >= 0" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_short_sft_rl_preset_and_compare(tiny_model_dir, tmp_path, capsys):

@@ -93,15 +93,27 @@ def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor) -> torch.
 
 
 def dpo_loss(chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
-             ref_rejected_logp: torch.Tensor, beta: float) -> torch.Tensor:
+             ref_rejected_logp: torch.Tensor, beta: float, nll_weight: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Direct preference optimisation (Rafailov et al. 2023), summed over P pairs::
 
         L = Σ_p −log σ( β · [ (log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x)) ] )
+            + α · Σ_p −log π_θ(y_w|x) / |y_w|
 
     All four inputs are sequence-level log-probs ``[P]`` (sums over response tokens, as
     :func:`sequence_logprob` gives); y_w is the chosen, y_l the rejected response. The gradient
     raises log π_θ(y_w) and lowers log π_θ(y_l), each by β·σ(−margin). long2short (k1.5 §2.4)
     uses it with y_w the shortest correct sample and y_l a wrong or ≥ 1.5× longer one.
+
+    The second term (``nll_weight`` α > 0, with ``chosen_tokens`` = |y_w| per pair) is the chosen
+    response's per-token negative log-likelihood, as in RPO (Pang et al. 2024) and TRL's
+    ``rpo_alpha``: DPO alone can raise the margin while lowering both log-probs, pushing mass to
+    responses that are in neither; the NLL term keeps the chosen one likely.
     """
     margin = beta * ((chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp))
-    return -torch.nn.functional.logsigmoid(margin).sum()
+    loss = -torch.nn.functional.logsigmoid(margin).sum()
+    if nll_weight:
+        if chosen_tokens is None:
+            raise ValueError("dpo_loss: nll_weight needs chosen_tokens")
+        loss = loss + nll_weight * (-chosen_logp / chosen_tokens).sum()
+    return loss

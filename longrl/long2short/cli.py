@@ -93,6 +93,8 @@ def _args_dpo(a) -> None:
     a.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     a.add_argument("--epochs", type=float, default=d.epochs)
     a.add_argument("--batch-pairs", type=int, default=d.batch_pairs, help="pairs per optimizer step")
+    a.add_argument("--sft-weight", type=float, default=d.sft_weight,
+                   help="weight of an NLL term on the chosen response (RPO; default 0: plain DPO)")
 
 
 def _args_rl(a) -> None:
@@ -254,7 +256,8 @@ def _run_dpo(args) -> int:
     from longrl.models.loading import context_length
     from longrl.train.dpo import DPOConfig, encode_pairs, run_dpo
 
-    cfg = DPOConfig(beta=args.beta, lr=args.lr, epochs=args.epochs, batch_pairs=args.batch_pairs)
+    cfg = DPOConfig(beta=args.beta, lr=args.lr, epochs=args.epochs, batch_pairs=args.batch_pairs,
+                    sft_weight=args.sft_weight)
     cfg.validate()
     if args.ratio < 1:
         raise UserError(f"--ratio {args.ratio}: must be at least 1 (k1.5 uses 1.5)")
@@ -273,7 +276,7 @@ def _run_dpo(args) -> int:
                         args.chat_template, "pairs.jsonl")
     stats["dpo"] = run_dpo(model, tok, data, cfg, seed=args.seed, progress=not args.quiet)
     record = child_record("dpo", args.model, data="pairs.jsonl", n=args.n, ratio=args.ratio, beta=args.beta,
-                          lr=args.lr)
+                          lr=args.lr, sft_weight=args.sft_weight)
     _write_selection(args.out, "pairs.jsonl", rows, groups, stats, model, tok, record)
     d = stats["dpo"]
     print(f"DPO: {d['dpo/steps']} steps, last-epoch pair accuracy {d['dpo/accuracy']:.3f}, "

@@ -32,6 +32,7 @@ class DPOConfig:
     epochs: float = 1.0  # passes over the pairs
     batch_pairs: int = 16  # pairs per optimizer step
     micro_batch_tokens: int = 8192  # padded tokens per forward/backward (memory only)
+    sft_weight: float = 0.0  # α of an NLL term on the chosen response, per token (RPO); 0: plain DPO
     grad_clip: float = 1.0  # max global gradient norm
     weight_decay: float = 0.0
 
@@ -39,6 +40,8 @@ class DPOConfig:
         for name in ("beta", "lr", "epochs", "batch_pairs", "micro_batch_tokens", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise UserError(f"dpo {name}={getattr(self, name)}: must be positive")
+        if not self.sft_weight >= 0:
+            raise UserError(f"dpo sft_weight={self.sft_weight}: must be >= 0")
 
 
 @dataclass
@@ -125,8 +128,9 @@ def run_dpo(model, tokenizer, data: PairSet, cfg: DPOConfig, seed: int = 0,
             rejected = torch.tensor([where[r] for _, r in step_pairs])
             ref_used = ref[used]
             logp = sequence_logprobs(model, [data.seqs[i] for i in used], cfg.micro_batch_tokens, pad)
-            loss = dpo_loss(logp[chosen], logp[rejected], ref_used[chosen], ref_used[rejected],
-                            cfg.beta) / len(step_pairs)
+            lengths = torch.tensor([float(len(data.seqs[i].ids) - data.seqs[i].loss_start) for i in used])
+            loss = dpo_loss(logp[chosen], logp[rejected], ref_used[chosen], ref_used[rejected], cfg.beta,
+                            cfg.sft_weight, lengths[chosen].to(logp.device)) / len(step_pairs)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
