@@ -124,3 +124,18 @@ def test_shared_prompts_are_sampled_as_if_alone(engine):
             (alone,) = eng.generate([GenRequest(p[j], 10, seed=40 + i)], params)
             assert together[i].token_ids == alone.token_ids
             torch.testing.assert_close(together[i].logprobs, alone.logprobs, rtol=0, atol=1e-5)
+
+
+def test_kv_buffers_growing_during_decoding_change_nothing(engine, monkeypatch):
+    """Buffers that start two tokens past the prompt and double: the same tokens and log-probs."""
+    import longrl.rollout.hf as hf
+
+    eng, tok = engine
+    reqs = [GenRequest(x, 14, seed=3 + i) for i, x in enumerate(_prompts(tok))]
+    params = SamplingParams(temperature=1.0)
+    want = eng.generate(reqs, params)
+    monkeypatch.setattr(hf, "FIRST_STRETCH", 2)
+    got = eng.generate(reqs, params)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.logprobs, w.logprobs, rtol=0, atol=1e-6)

@@ -233,6 +233,29 @@ def test_dpo_training_prefers_the_chosen_and_ignores_micro_batch_split(tiny_mode
     assert stats["dpo/steps"] == 15 and stats["dpo/accuracy"] == 1.0
 
 
+def test_dpo_nll_term_uses_each_chosen_length(tiny_model_dir):
+    """One step from the reference: the DPO term is log 2 (margin 0) and the NLL term is the chosen
+    responses' per-token NLL, so a loss built with the wrong lengths shows in ``dpo/loss``."""
+    import math
+
+    from longrl.models.loading import load_model
+    from longrl.train.dpo import DPOConfig, encode_pairs, run_dpo, sequence_logprobs
+
+    model, tok = load_model(tiny_model_dir)
+    rows = [("Use 1 2 3 to make 9.\n", "answer (1+2)*3", "plan 9 from 1 2 3\n1+2=3 3+3=6 under\ngive up"),
+            ("Use 2 4 5 to make 13.\n", "answer 2*4+5 and a longer tail", "no")]
+    data = encode_pairs(tok, rows, 256)
+    with torch.no_grad():
+        ref = sequence_logprobs(model, data.seqs, 10_000, tok.pad_token_id)
+    lengths = torch.tensor([float(len(s.ids) - s.loss_start) for s in data.seqs])
+    chosen = [c for c, _ in data.pairs]
+    stats = run_dpo(model, tok, data, DPOConfig(beta=0.5, lr=1e-3, epochs=1, batch_pairs=2, sft_weight=0.7),
+                    progress=False)
+    assert stats["dpo/steps"] == 1
+    assert abs(stats["dpo/nll"] - float((-ref[chosen] / lengths[chosen]).mean())) < 1e-4
+    assert abs(stats["dpo/loss"] - math.log(2)) < 1e-4
+
+
 # ----------------------------------------------------------------------------- CLI end to end
 
 

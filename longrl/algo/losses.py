@@ -106,9 +106,10 @@ def dpo_loss(chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_
     uses it with y_w the shortest correct sample and y_l a wrong or ≥ 1.5× longer one.
 
     The second term (``nll_weight`` α > 0, with ``chosen_tokens`` = |y_w| per pair) is the chosen
-    response's per-token negative log-likelihood, as in RPO (Pang et al. 2024) and TRL's
-    ``rpo_alpha``: DPO alone can raise the margin while lowering both log-probs, pushing mass to
-    responses that are in neither; the NLL term keeps the chosen one likely.
+    response's per-token negative log-likelihood, each pair's own mean, as in RPO (Pang et al.
+    2024); TRL's ``rpo_alpha`` instead averages over all chosen tokens of a batch, so its long
+    responses count more. DPO alone can raise the margin while lowering both log-probs, pushing
+    mass to responses that are in neither; the NLL term keeps the chosen one likely.
     """
     margin = beta * ((chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp))
     loss = -torch.nn.functional.logsigmoid(margin).sum()

@@ -73,13 +73,16 @@ class _PreallocatedLayer(DynamicLayer):
     O(length²) bytes per sample, a sixth of a small model's decode time on a CPU. Here each step
     writes its new keys and values into a ``[B, H, capacity, D]`` buffer, and the attention reads a
     view of the filled part. The buffer starts at ``capacity`` (the prompt plus a first stretch of
-    the response, not the longest possible sample) and doubles when full, so it never holds more than
-    twice what is filled; dropping finished rows copies only the filled part of the rows kept.
+    the response, not the longest possible sample) and doubles when full, up to ``max_capacity``
+    (the longest possible sample), so a growing sample holds at most twice its filled length, and
+    never more than the longest one needs. Dropping finished rows copies only the filled part of
+    the rows kept.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, max_capacity: int | None = None):
         super().__init__()
         self.capacity = capacity
+        self.max_capacity = max_capacity
         self.filled = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -92,7 +95,10 @@ class _PreallocatedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         end = self.filled + key_states.shape[-2]
         if end > self._k.shape[-2]:
-            self._k, self._v = (self._copy(t, capacity=max(end, 2 * t.shape[-2])) for t in (self._k, self._v))
+            grown = 2 * self._k.shape[-2]
+            if self.max_capacity is not None:
+                grown = min(grown, self.max_capacity)
+            self._k, self._v = (self._copy(t, capacity=max(end, grown)) for t in (self._k, self._v))
         self._k[:, :, self.filled : end] = key_states
         self._v[:, :, self.filled : end] = value_states
         self.filled = end
@@ -132,6 +138,7 @@ class _PreallocatedLayer(DynamicLayer):
 
     def reset(self) -> None:
         self.filled = 0
+        self._k = self._v = None
         super().reset()
 
     def offload(self):
@@ -140,11 +147,17 @@ class _PreallocatedLayer(DynamicLayer):
     prefetch = offload
 
 
-def _kv_cache(model, capacity: int) -> DynamicCache:
-    """The model's own dynamic cache, its full-attention layers written in place from an initial
-    ``capacity`` (sliding-window and other layer kinds are left as transformers builds them)."""
+FIRST_STRETCH = 256  # response tokens the KV buffers hold before they first grow
+
+
+def _kv_cache(model, prompt_len: int, max_new: int) -> DynamicCache:
+    """The model's own dynamic cache, its full-attention layers written in place: buffers of
+    ``prompt_len + min(max_new, FIRST_STRETCH)`` tokens growing to at most ``prompt_len + max_new``
+    (sliding-window and other layer kinds are left as transformers builds them)."""
     cache = DynamicCache(config=model.config)
-    cache.layers = [_PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    first, most = prompt_len + min(max_new, FIRST_STRETCH), prompt_len + max_new
+    cache.layers = [_PreallocatedLayer(first, most) if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
     return cache
 
 
@@ -241,7 +254,7 @@ class HFEngine:
             if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
                 detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
                                           [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
-            cache = _kv_cache(model, T + min(int(max_new.max()), 256))  # grows by doubling past that
+            cache = _kv_cache(model, T, int(max_new.max()))
             # Prefill each distinct context once (the k samples of a prompt share it), then give
             # every request its own copy of the cache rows.
             first: dict[tuple[int, ...], int] = {}

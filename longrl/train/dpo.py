@@ -140,8 +140,10 @@ def run_dpo(model, tokenizer, data: PairSet, cfg: DPOConfig, seed: int = 0,
             with torch.no_grad():
                 d = logp.detach() - ref_used
                 margin = cfg.beta * (d[chosen] - d[rejected])
+                nll = float((-logp.detach()[chosen] / lengths[chosen].to(logp.device)).mean())
                 history.append({
-                    "dpo/loss": float(loss), "dpo/accuracy": float((margin > 0).float().mean()),
+                    "dpo/loss": float(loss) - cfg.sft_weight * nll,  # the DPO term alone, comparable across α
+                    "dpo/nll": nll, "dpo/accuracy": float((margin > 0).float().mean()),
                     "dpo/margin": float(margin.mean()), "dpo/chosen_delta": float(d[chosen].mean()),
                     "dpo/rejected_delta": float(d[rejected].mean()), "dpo/grad_norm": float(norm)})
             bar.set_postfix(loss=f"{history[-1]['dpo/loss']:.3f}", acc=f"{history[-1]['dpo/accuracy']:.2f}")
