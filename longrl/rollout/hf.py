@@ -259,7 +259,7 @@ class HFEngine:
             # every request its own copy of the cache rows.
             first: dict[tuple[int, ...], int] = {}
             src = torch.tensor([first.setdefault(tuple(r.prompt_ids), b) for b, r in enumerate(reqs)], device=dev)
-            rows = torch.tensor(sorted(set(first.values())), device=dev)
+            rows = torch.tensor(list(first.values()), device=dev)  # ascending: first occurrences in order
             logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position_ids[rows],
                            past_key_values=cache, use_cache=True).logits[:, -1]
             if rows.numel() < B:
@@ -267,7 +267,6 @@ class HFEngine:
                 cache.batch_select_indices(expand)
                 logits = logits[expand]
             step_pos = position_ids
-            n_done = 0
             step = 0
             while True:
                 tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
@@ -285,7 +284,6 @@ class HFEngine:
                     elif rep:
                         stop[b] = "repetition"
                 keep = (~finished).nonzero().squeeze(1)
-                n_done += int(finished.sum())
                 if keep.numel() == 0:
                     break
                 if keep.numel() < alive.numel():

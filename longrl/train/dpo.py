@@ -128,9 +128,10 @@ def run_dpo(model, tokenizer, data: PairSet, cfg: DPOConfig, seed: int = 0,
             rejected = torch.tensor([where[r] for _, r in step_pairs])
             ref_used = ref[used]
             logp = sequence_logprobs(model, [data.seqs[i] for i in used], cfg.micro_batch_tokens, pad)
-            lengths = torch.tensor([float(len(data.seqs[i].ids) - data.seqs[i].loss_start) for i in used])
+            chosen_len = torch.tensor([float(len(data.seqs[i].ids) - data.seqs[i].loss_start) for i in used],
+                                      device=logp.device)[chosen]
             loss = dpo_loss(logp[chosen], logp[rejected], ref_used[chosen], ref_used[rejected], cfg.beta,
-                            cfg.sft_weight, lengths[chosen].to(logp.device)) / len(step_pairs)
+                            cfg.sft_weight, chosen_len) / len(step_pairs)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
@@ -140,7 +141,7 @@ def run_dpo(model, tokenizer, data: PairSet, cfg: DPOConfig, seed: int = 0,
             with torch.no_grad():
                 d = logp.detach() - ref_used
                 margin = cfg.beta * (d[chosen] - d[rejected])
-                nll = float((-logp.detach()[chosen] / lengths[chosen].to(logp.device)).mean())
+                nll = float((-logp.detach()[chosen] / chosen_len).mean())
                 history.append({
                     "dpo/loss": float(loss) - cfg.sft_weight * nll,  # the DPO term alone, comparable across α
                     "dpo/nll": nll, "dpo/accuracy": float((margin > 0).float().mean()),
