@@ -65,6 +65,23 @@ def test_unknown_benchmark_lists_valid_ones(tmp_path):
     assert r.returncode == 2 and "choose from" in r.stderr and "countdown" in r.stderr
 
 
+def test_eval_writes_sampled_and_greedy_rows_that_match_the_summary(tmp_path, tiny_model_dir):
+    out = tmp_path / "ev"
+    r = longrl("eval", "--model", str(tiny_model_dir), "--bench", "countdown", "--limit", "3", "--n", "2",
+               "--max-tokens", "8", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "eval_summary.json").read_text())
+    sampled = [x for x in rows if x["sample"] != "greedy"]
+    greedy = [x for x in rows if x["sample"] == "greedy"]
+    assert [x["sample"] for x in sampled] == [0, 1] * 3 and len(greedy) == 3
+    assert len({x["prompt_id"] for x in greedy}) == 3
+    assert summary["pass@1"] == pytest.approx(sum(x["reward"] > 0 for x in sampled) / 6)
+    assert summary["greedy"] == pytest.approx(sum(x["reward"] > 0 for x in greedy) / 3)
+    assert summary["tokens_mean"] == pytest.approx(sum(x["tokens"] for x in sampled) / 6)
+    assert all(0 <= x["tokens"] <= 8 for x in rows) and "pass@1" in r.stdout
+
+
 def test_help_lists_verbs(tmp_path):
     r = longrl("--help", cwd=tmp_path)
     assert r.returncode == 0 and "train" in r.stdout and "sft" in r.stdout

@@ -58,7 +58,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path(args.model) / f"eval-{name}"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "eval.jsonl", "w") as f:
-        for row in res.rows:
+        for row in res.rows + res.greedy_rows:  # greedy rows last, with "sample": "greedy"
             f.write(json.dumps(row) + "\n")
     lengths = sorted(r["tokens"] for r in res.rows)
     summary = {"benchmark": name, "model": str(args.model), "prompts": len(prompts), "n": args.n,

@@ -25,6 +25,7 @@ class EvalResult:
     per_level: dict[str, float] = field(default_factory=dict)  # pass@1 per difficulty level
     reasons: dict[str, int] = field(default_factory=dict)  # scorer reason counts
     rows: list[dict] = field(default_factory=list)  # one per (prompt, sample) for eval.jsonl
+    greedy_rows: list[dict] = field(default_factory=list)  # one per prompt, ``"sample": "greedy"``
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         m = {f"{prefix}/pass1": self.pass1, f"{prefix}/pass@k": self.pass_k,
@@ -63,17 +64,16 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
     reasons: dict[str, int] = defaultdict(int)
     for s in scores:
         reasons[s.reason] += 1
-    greedy_acc = None
+    greedy_acc, greedy_rows = None, []
     if greedy:
         g = engine.generate([GenRequest(ids, max_new_tokens) for ids in encoded], SamplingParams(temperature=0))
         g_texts = tokenizer.batch_decode([r.token_ids for r in g], skip_special_tokens=True)
-        greedy_acc = float(np.mean([s.correct for s in router(list(prompts), g_texts)]))
-    rows = []
-    if keep_rows:
-        for idx, (p, r, t, s) in enumerate(zip(flat_prompts, results, texts, scores)):
-            rows.append({"prompt_id": p.id, "sample": idx % n, "level": p.level, "response": t,
-                         "tokens": len(r.token_ids), "stop": r.stop_reason, "reward": s.value,
-                         "reason": s.reason})
+        g_scores = router(list(prompts), g_texts)
+        greedy_acc = float(np.mean([s.correct for s in g_scores]))
+        if keep_rows:
+            greedy_rows = [_row(p, "greedy", r, t, s) for p, r, t, s in zip(prompts, g, g_texts, g_scores)]
+    rows = [_row(p, idx % n, r, t, s) for idx, (p, r, t, s) in enumerate(zip(flat_prompts, results, texts, scores))
+            ] if keep_rows else []
     return EvalResult(
         pass1=float(correct.mean()),
         pass_k=float(np.mean([pass_at_k(n, int(c), n) for c in correct.sum(axis=1)])),
@@ -84,7 +84,14 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
         per_level={k: float(np.mean(v)) for k, v in sorted(per_level.items())},
         reasons=dict(reasons),
         rows=rows,
+        greedy_rows=greedy_rows,
     )
+
+
+def _row(p: Prompt, sample: int | str, result, text: str, score) -> dict:
+    return {"prompt_id": p.id, "sample": sample, "level": p.level, "response": text,
+            "tokens": len(result.token_ids), "stop": result.stop_reason, "reward": score.value,
+            "reason": score.reason}
 
 
 def _eval_seed(seed: int, prompt_index: int, sample: int) -> int:
