@@ -59,6 +59,7 @@ class SFTConfig:
     examples: int = 24000  # built-in traces to write
     give_up_prob: float = 0.5  # share of built-in traces whose searcher gives up early
     slip_prob: float = 0.05  # per-attempt chance of an arithmetic slip that is then corrected
+    search_order: str = "random"  # built-in traces try first steps in a random or a fixed (systematic) order
     epochs: float = 1.0  # passes over the data
     batch_tokens: int = 4096  # tokens per optimizer step (length-bucketed, not padded to the max)
     lr: float = 3e-3  # peak learning rate (AdamW), cosine decay after a 3% warm-up
@@ -68,6 +69,10 @@ class SFTConfig:
     def validate(self) -> None:
         if self.batch_tokens <= 0 or self.epochs <= 0 or self.lr <= 0:
             raise UserError("sft.batch_tokens, sft.epochs and sft.lr must be positive")
+        from longrl.tasks.countdown import SEARCH_ORDERS
+
+        if self.search_order not in SEARCH_ORDERS:
+            raise UserError(f"sft.search_order: {self.search_order!r}; choose {' or '.join(SEARCH_ORDERS)}")
 
 
 @dataclass

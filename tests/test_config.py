@@ -26,6 +26,7 @@ def test_overrides_and_scientific_notation(tmp_path):
     ("cluster.backend=slurm", "cluster.backend: 'slurm'; choose local or ray"),
     ("cluster.trainer_workers=0", "cluster.trainer_workers and cluster.rollout_workers must be >= 1"),
     ("cluster.cpus_per_worker=0", "cluster.cpus_per_worker must be > 0"),
+    ("sft.search_order=sorted", "sft.search_order: 'sorted'; choose random or fixed"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(UserError, match=message):

@@ -34,6 +34,20 @@ def test_full_patience_traces_are_correct_and_show_search():
     assert short.count("\n") == 0 and cd.verify(short, [3, 7, 8], 29).correct
 
 
+def test_fixed_order_traces_try_every_first_step_in_turn_until_the_target():
+    for p in itertools.islice(cd.train_prompts(3), 200):
+        n, t = p.reference["numbers"], p.reference["target"]
+        trace = cd.write_trace(n, t, random.Random(0), give_up_prob=0.0, slip_prob=0.0, order="fixed")
+        tried = trace.split("\n")[1:-1]
+        expected = cd.attempts(n, t)
+        first_hit = next(i for i, a in enumerate(expected) if a.value == t)
+        assert [line.split(" ")[0] for line in tried] == [f"{a.first.text()}={a.first.value}"
+                                                         for a in expected[: first_hit + 1]]
+        assert cd.verify(trace, n, t).reason == "ok"
+    with pytest.raises(ValueError, match="order"):
+        cd.write_trace([3, 7, 8], 29, random.Random(0), order="sorted")
+
+
 def test_give_up_traces_answer_wrong():
     rng = random.Random(2)
     traces = [cd.write_trace([3, 7, 8], 29, rng, give_up_prob=1.0) for _ in range(50)]

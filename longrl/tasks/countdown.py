@@ -45,7 +45,8 @@ GENERATOR_VERSION = 2
 LEVELS = (1, 2, 3)
 _LEVEL_SPEC = {1: (1, 9, 3, 99), 2: (1, 9, 2, 2), 3: (2, 9, 1, 1)}  # lo, hi, min/max solving first steps
 MAX_TARGET = 99
-MAX_ANSWER_CHARS = 64  # an answer line longer than this is not an expression over three numbers
+MAX_ANSWER_CHARS = 64
+SEARCH_ORDERS = ("random", "fixed")  # how a trace orders its attempts (see write_trace)  # an answer line longer than this is not an expression over three numbers
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,13 @@ def write_trace(
     give_up_prob: float = 0.5,
     slip_prob: float = 0.05,
     short: bool = False,
+    order: str = "random",
 ) -> str:
     """A worked solution ending with ``answer <expr>`` (no EOS; the tokenizer adds it).
 
     ``short=True`` writes the short-CoT variant: only the successful attempt and the answer.
+    ``order="fixed"`` tries the first steps systematically (pairs in prompt order, then + * - /)
+    instead of in a random order: the next attempt follows from the last line alone.
 
     >>> print(write_trace([3, 7, 8], 29, random.Random(0), give_up_prob=0, slip_prob=0))  # doctest: +SKIP
     plan 29 from 3 7 8
@@ -241,19 +245,21 @@ def write_trace(
     7*3=21 21+8=29 yes
     answer 7*3=21 21+8=29
     """
-    all_att = attempts(numbers, target)
-    order = list(all_att)
-    rng.shuffle(order)
-    solved = [a for a in order if a.value == target]
+    if order not in SEARCH_ORDERS:
+        raise ValueError(f"order={order!r}: choose from {SEARCH_ORDERS}")
+    tries = attempts(numbers, target)
+    if order == "random":
+        rng.shuffle(tries)
+    solved = [a for a in tries if a.value == target]
     if short:
         sol = solved[0]
         return f"answer {sol.steps_text()}"
-    patience = len(order)
+    patience = len(tries)
     if rng.random() < give_up_prob:
-        patience = rng.randint(1, max(1, len(order) - 1))
+        patience = rng.randint(1, max(1, len(tries) - 1))
     lines = [f"plan {target} from {' '.join(map(str, numbers))}"]
     tried: list[Attempt] = []
-    for att in order[:patience]:
+    for att in tries[:patience]:
         lines.append(_attempt_line(att, target, rng, slip_prob))
         tried.append(att)
         if att.value == target:
@@ -266,14 +272,14 @@ def write_trace(
 
 
 def sft_examples(seed: int, n: int, *, give_up_prob: float = 0.5, slip_prob: float = 0.05,
-                 short: bool = False, levels: Sequence[int] = LEVELS) -> list[tuple[str, str]]:
+                 short: bool = False, levels: Sequence[int] = LEVELS, order: str = "random") -> list[tuple[str, str]]:
     """``n`` (prompt, response) pairs for the warm-up, from training prompts only."""
     rng = random.Random(f"countdown-sft-{seed}")
     out = []
     for p in train_prompts(seed + 10_000, levels):
         ref = p.reference
         out.append((p.text, write_trace(ref["numbers"], ref["target"], rng, give_up_prob=give_up_prob,
-                                        slip_prob=slip_prob, short=short)))
+                                        slip_prob=slip_prob, short=short, order=order)))
         if len(out) == n:
             return out
     raise AssertionError("unreachable: train_prompts is unlimited")

@@ -140,7 +140,7 @@ def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
 
         return load_sft_file(Path(cfg.sft.data), skip_invalid=cfg.data.skip_invalid), cfg.sft.data
     return countdown.sft_examples(cfg.seed, cfg.sft.examples, give_up_prob=cfg.sft.give_up_prob,
-                                  slip_prob=cfg.sft.slip_prob), "built-in countdown traces"
+                                  slip_prob=cfg.sft.slip_prob, order=cfg.sft.search_order), "built-in countdown traces"
 
 
 def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None = None):
