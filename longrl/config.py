@@ -22,6 +22,7 @@ import yaml
 from longrl.distributed.ray_cluster import ClusterConfig
 from longrl.errors import UserError
 from longrl.models.tiny import TinyModelConfig
+from longrl.tasks.countdown import SEARCH_ORDERS
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -69,8 +70,6 @@ class SFTConfig:
     def validate(self) -> None:
         if self.batch_tokens <= 0 or self.epochs <= 0 or self.lr <= 0:
             raise UserError("sft.batch_tokens, sft.epochs and sft.lr must be positive")
-        from longrl.tasks.countdown import SEARCH_ORDERS
-
         if self.search_order not in SEARCH_ORDERS:
             raise UserError(f"sft.search_order: {self.search_order!r}; choose {' or '.join(SEARCH_ORDERS)}")
 

@@ -72,8 +72,9 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
         greedy_acc = float(np.mean([s.correct for s in g_scores]))
         if keep_rows:
             greedy_rows = [_row(p, "greedy", r, t, s) for p, r, t, s in zip(prompts, g, g_texts, g_scores)]
-    rows = [_row(p, idx % n, r, t, s) for idx, (p, r, t, s) in enumerate(zip(flat_prompts, results, texts, scores))
-            ] if keep_rows else []
+    rows = []
+    if keep_rows:
+        rows = [_row(p, i % n, r, t, s) for i, (p, r, t, s) in enumerate(zip(flat_prompts, results, texts, scores))]
     return EvalResult(
         pass1=float(correct.mean()),
         pass_k=float(np.mean([pass_at_k(n, int(c), n) for c in correct.sum(axis=1)])),

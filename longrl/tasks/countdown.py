@@ -45,8 +45,8 @@ GENERATOR_VERSION = 2
 LEVELS = (1, 2, 3)
 _LEVEL_SPEC = {1: (1, 9, 3, 99), 2: (1, 9, 2, 2), 3: (2, 9, 1, 1)}  # lo, hi, min/max solving first steps
 MAX_TARGET = 99
-MAX_ANSWER_CHARS = 64
-SEARCH_ORDERS = ("random", "fixed")  # how a trace orders its attempts (see write_trace)  # an answer line longer than this is not an expression over three numbers
+MAX_ANSWER_CHARS = 64  # an answer line longer than this is not an expression over three numbers
+SEARCH_ORDERS = ("random", "fixed")  # how a trace orders its attempts (see write_trace)
 
 
 @dataclass(frozen=True)
