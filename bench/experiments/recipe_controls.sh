@@ -24,5 +24,6 @@ for s in 0 1 2; do
   run "i90w30_s$s" --set seed=$s --set sft.warm_dir="$WARM"
   run "i90nolp_s$s" --set seed=$s --set sft.warm_dir="$WARM" "${NOLP[@]}"
   run "i90w30x2_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set length_penalty.weight=2
+  run "i90w30x3_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set length_penalty.weight=3
   run "i90rest_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set rl.algorithm=rest
 done
