@@ -1,6 +1,6 @@
 """Partial rollouts on a heavy-tailed workload: useful tokens per second, with and without.
 
-Workload: 16 prompts x 8 samples in flight, response lengths drawn per sample from a heavy-tailed
+Workload: 16 prompts x 8 samples in flight (``--groups``), response lengths drawn per sample from a heavy-tailed
 mix — 90% uniform in [m/2, 3m/2], 10% uniform in [8m, 12m] (m = the median target, default 32) —
 so about one response in ten is at least 8x the median. Generation is real: the ``hf`` engine
 decodes every token with a random-init Llama (the quickstart's size by default, longrl's tokenizer) and EOS
@@ -17,7 +17,7 @@ the other in the same process, for the same number of generated tokens:
 update can consume. Tokens still in the buffer when the run stops do not count. Only the rollout
 phase is timed: the update costs the same per trained token either way.
 
-    python bench/partial_rollout.py [--tokens 60000] [--budget 64] [--median 32]
+    python bench/partial_rollout.py [--tokens 60000] [--budget 64] [--median 32] [--groups 16]
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=128, help="model width (default: the quickstart model's)")
     ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--groups", type=int, default=16, help="prompt groups in flight (x8 samples each)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,13 +117,13 @@ def main() -> None:
         model, tok = load_model(build_model(Path(d), args.hidden, args.layers))
     engine = HFEngine(model, [], tok.pad_token_id)  # no EOS: each sample ends at its drawn length
     prompts = list(itertools.islice(countdown.train_prompts(seed=0), 2000))
-    run(engine, tok, prompts, args.budget, args.median, 4000)  # warm-up (allocator, kernels)
-    base = run(engine, tok, prompts, None, args.median, args.tokens)
-    part = run(engine, tok, prompts, args.budget, args.median, args.tokens)
+    run(engine, tok, prompts, args.budget, args.median, 4000, args.groups)  # warm-up (allocator, kernels)
+    base = run(engine, tok, prompts, None, args.median, args.tokens, args.groups)
+    part = run(engine, tok, prompts, args.budget, args.median, args.tokens, args.groups)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: Llama hidden {args.hidden} x {args.layers} layers ({params / 1e6:.2f}M parameters), fp32, "
           f"{args.threads} threads")
-    print(f"workload: 16 prompts x 8 samples in flight, median target {args.median} tokens, 10% at 8-12x; "
+    print(f"workload: {args.groups} prompts x 8 samples in flight, median target {args.median} tokens, 10% at 8-12x; "
           f"budget {args.budget}; {args.tokens} generated tokens per side")
     print(f"{'':22}{'no partial':>14}{'partial':>14}")
     for key, fmt in [("iterations", "{:.0f}"), ("generated", "{:.0f}"), ("useful", "{:.0f}"),

@@ -27,3 +27,6 @@ for s in 0 1 2; do
   run "i90w30x3_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set length_penalty.weight=3
   run "i90rest_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set rl.algorithm=rest
 done
+# Weight 2 with 90 penalised iterations (120 in all), against the same 120 iterations without it; seed 0.
+run i120x2_s0 --set sft.warm_dir="$WARM" --set rl.iterations=120 --set length_penalty.weight=2
+run i120nolp_s0 --set sft.warm_dir="$WARM" --set rl.iterations=120 "${NOLP[@]}"
