@@ -1,6 +1,6 @@
 """The long2short comparison of k1.5 §2.4 (Figure 7): every method from one long-CoT model.
 
-    python bench/long2short.py --long runs/NAME/checkpoints/iter_90 --warm runs/_warm/<key>
+    python bench/long2short.py --long runs/NAME/checkpoints/iter_120 --warm runs/_warm/<key>
 
 Given the long-CoT model (after RL) and its SFT start, it runs, each through the ``longrl
 long2short`` CLI exactly as a user would:

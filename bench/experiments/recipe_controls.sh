@@ -4,10 +4,15 @@
 #   bash bench/experiments/recipe_controls.sh [OUT]
 set -euo pipefail
 OUT=${1:-runs}
-WARM=$(ls -d "$OUT"/_warm/*/ | grep -v tmp | head -1)
-NOLP=(--set length_penalty.weight=0)  # the quickstart preset has the penalty on; the baseline turns it off
-# The 60-iteration runs pin the preset they were recorded with (penalty after 10 of 60 iterations).
-I60=(--set rl.iterations=60 --set length_penalty.warmup_iters=10)
+NOLP=(--set length_penalty.weight=0)  # the runs without the length penalty
+# The preset has changed three times on 2026-11-24; the runs recorded under an earlier one pin it:
+#   60 iterations, penalty (weight 1) after 10, warm-up traces giving up in 0.5 of them (I60);
+#   90 iterations, penalty after 30, give-up 0.5 (OLD + I90) or 0.8 (NEW + I90);
+#   now: 120 iterations, no penalty, give-up 0.8.
+OLD=(--set sft.give_up_prob=0.5 --set sft.warm_dir="$OUT/_warm/give_up_0.5")  # built by lp_s0
+I90=(--set rl.iterations=90 --set length_penalty.weight=1 --set length_penalty.warmup_iters=30)
+I60=("${OLD[@]}" --set rl.iterations=60 --set length_penalty.weight=1 --set length_penalty.warmup_iters=10)
+NEW=(--set sft.warm_dir="$OUT/_warm/preset")  # the current warm-up (give-up 0.8), built by gu80_s0
 run() { name=$1; shift; [ -f "$OUT/$name/summary.json" ] || longrl train --quiet --set out="$OUT" --set name="$name" "$@"; }
 run lp_s0 "${I60[@]}"
 run nolp_s0 "${I60[@]}" "${NOLP[@]}"
@@ -16,17 +21,29 @@ run cp_s0 "${I60[@]}" --set sampling.strategy=curriculum+prioritized --set sampl
   --set sampling.hard_threshold=0.5
 run partial_s0 "${I60[@]}" --set partial.enabled=true --set partial.budget=48
 for s in 1 2; do
-  run "lp_s$s" "${I60[@]}" --set seed=$s --set sft.warm_dir="$WARM"
-  run "nolp_s$s" "${I60[@]}" --set seed=$s --set sft.warm_dir="$WARM" "${NOLP[@]}"
+  run "lp_s$s" "${I60[@]}" --set seed=$s
+  run "nolp_s$s" "${I60[@]}" --set seed=$s "${NOLP[@]}"
 done
-# The current preset (90 iterations, penalty after 30) against the same 90 iterations without it.
+# 90 iterations with the penalty after 30 on the give-up 0.5 warm-up, against the same
+# 90 iterations without it; weights 2 and 3; rest.
 for s in 0 1 2; do
-  run "i90w30_s$s" --set seed=$s --set sft.warm_dir="$WARM"
-  run "i90nolp_s$s" --set seed=$s --set sft.warm_dir="$WARM" "${NOLP[@]}"
-  run "i90w30x2_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set length_penalty.weight=2
-  run "i90w30x3_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set length_penalty.weight=3
-  run "i90rest_s$s" --set seed=$s --set sft.warm_dir="$WARM" --set rl.algorithm=rest
+  run "i90w30_s$s" --set seed=$s "${OLD[@]}" "${I90[@]}"
+  run "i90nolp_s$s" --set seed=$s "${OLD[@]}" "${I90[@]}" "${NOLP[@]}"
+  run "i90w30x2_s$s" --set seed=$s "${OLD[@]}" "${I90[@]}" --set length_penalty.weight=2
+  run "i90w30x3_s$s" --set seed=$s "${OLD[@]}" "${I90[@]}" --set length_penalty.weight=3
+  run "i90rest_s$s" --set seed=$s "${OLD[@]}" "${I90[@]}" --set rl.algorithm=rest
 done
+# The give-up 0.8 warm-up on the 90-iteration schedule, with and without the penalty.
+for s in 0 1 2; do
+  run "gu80_s$s" --set seed=$s "${NEW[@]}" "${I90[@]}"
+  run "gu80nolp_s$s" --set seed=$s "${NEW[@]}" "${I90[@]}" "${NOLP[@]}"
+done
+run gu95_s0 "${I90[@]}" --set sft.give_up_prob=0.95 --set sft.warm_dir="$OUT/_warm/give_up_0.95"
 # Weight 2 with 90 penalised iterations (120 in all), against the same 120 iterations without it; seed 0.
-run i120x2_s0 --set sft.warm_dir="$WARM" --set rl.iterations=120 --set length_penalty.weight=2
-run i120nolp_s0 --set sft.warm_dir="$WARM" --set rl.iterations=120 "${NOLP[@]}"
+run i120x2_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 --set length_penalty.weight=2
+run i120nolp_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 "${NOLP[@]}"
+# The current preset (120 iterations, no penalty): seed 0 with an evaluation every 30 iterations up to
+# 150 (its iteration-120 evaluation is the preset's), seeds 1-2, and rest.
+run gu80nolp150_s0 "${NEW[@]}" --set rl.iterations=150 --set eval.every=30
+for s in 1 2; do run "q120_s$s" --set seed=$s "${NEW[@]}"; done
+for s in 0 1 2; do run "q120rest_s$s" --set seed=$s "${NEW[@]}" --set rl.algorithm=rest; done
