@@ -5,10 +5,11 @@
 set -euo pipefail
 OUT=${1:-runs}
 NOLP=(--set length_penalty.weight=0)  # the runs without the length penalty
-# The preset has changed three times on 2026-11-24; the runs recorded under an earlier one pin it:
+# The preset has changed four times on 2026-11-24; the runs recorded under an earlier one pin it:
 #   60 iterations, penalty (weight 1) after 10, warm-up traces giving up in 0.5 of them (I60);
 #   90 iterations, penalty after 30, give-up 0.5 (OLD + I90) or 0.8 (NEW + I90);
-#   now: 120 iterations, no penalty, give-up 0.8.
+#   120 iterations, no penalty, give-up 0.8 (NEW + NOLP);
+#   now: 120 iterations, penalty after 90, give-up 0.8 (NEW).
 OLD=(--set sft.give_up_prob=0.5 --set sft.warm_dir="$OUT/_warm/give_up_0.5")  # built by lp_s0
 I90=(--set rl.iterations=90 --set length_penalty.weight=1 --set length_penalty.warmup_iters=30)
 I60=("${OLD[@]}" --set rl.iterations=60 --set length_penalty.weight=1 --set length_penalty.warmup_iters=10)
@@ -42,8 +43,16 @@ run gu95_s0 "${I90[@]}" --set sft.give_up_prob=0.95 --set sft.warm_dir="$OUT/_wa
 # Weight 2 with 90 penalised iterations (120 in all), against the same 120 iterations without it; seed 0.
 run i120x2_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 --set length_penalty.weight=2
 run i120nolp_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 "${NOLP[@]}"
-# The current preset (120 iterations, no penalty): seed 0 with an evaluation every 30 iterations up to
-# 150 (its iteration-120 evaluation is the preset's), seeds 1-2, and rest.
-run gu80nolp150_s0 "${NEW[@]}" --set rl.iterations=150 --set eval.every=30
-for s in 1 2; do run "q120_s$s" --set seed=$s "${NEW[@]}"; done
-for s in 0 1 2; do run "q120rest_s$s" --set seed=$s "${NEW[@]}" --set rl.algorithm=rest; done
+# 120 iterations without the penalty (the preset before the current one): seed 0 with an evaluation every 30
+# iterations up to 150 (its iteration-120 evaluation is the 120-iteration run's), seeds 1-2, and rest.
+run gu80nolp150_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.iterations=150 --set eval.every=30
+for s in 1 2; do run "q120_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}"; done
+for s in 0 1 2; do run "q120rest_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" --set rl.algorithm=rest; done
+# Where in the 120 iterations the penalty starts: after 90 (the current preset) or 60, weight 1;
+# weight 0.5 after 30 or 60 (seed 0); and 2 epochs over each iteration's samples without it (seed 0).
+for s in 0 1 2; do
+  run "q120w90_s$s" --set seed=$s "${NEW[@]}"
+  run "q120w60_s$s" --set seed=$s "${NEW[@]}" --set length_penalty.warmup_iters=60
+done
+for w in 30 60; do run "q120h${w}_s0" "${NEW[@]}" --set length_penalty.weight=0.5 --set length_penalty.warmup_iters=$w; done
+run q120e2_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.epochs=2 --set eval.every=30
