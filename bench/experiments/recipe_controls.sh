@@ -56,3 +56,15 @@ for s in 0 1 2; do
 done
 for w in 30 60; do run "q120h${w}_s0" "${NEW[@]}" --set length_penalty.weight=0.5 --set length_penalty.warmup_iters=$w; done
 run q120e2_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.epochs=2 --set eval.every=30
+# Partial rollouts, budget 96, without the penalty, against gu80nolp_s* (90 iterations: about as many
+# trained responses as 130 partial iterations); every segment in the loss (seed 0).
+PA=(--set partial.enabled=true --set partial.budget=96 --set rl.iterations=130)
+for s in 0 1 2; do run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}"; done
+run q130p96all_s0 "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" --set partial.loss_segments=all
+# Curriculum + prioritized on the current preset (all levels for 40 iterations, then levels 2-3), and
+# SIGKILL + resume of the current preset's seed-0 run.
+for s in 0 1 2; do
+  run "q120cp_s$s" --set seed=$s "${NEW[@]}" --set sampling.strategy=curriculum+prioritized \
+    --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5
+done
+python bench/experiments/kill_resume.py --reference "$OUT/q120w90_s0" --name kill120_s0 --seed 1
