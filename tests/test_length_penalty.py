@@ -8,6 +8,7 @@ import random
 import pytest
 
 import longrl.rewards.length as length_mod
+from longrl.config import load_config
 from longrl.rewards.length import length_penalty_weight, length_rewards
 
 # (lengths, correct, expected) — each row worked out by hand from
@@ -112,14 +113,12 @@ def test_warmup_schedule():
         length_penalty_weight(0, 0.3, warmup_iters=-1)
 
 
-
 def test_quickstart_turns_the_penalty_on_after_its_warm_up():
-    from longrl.config import load_config
-
     cfg = load_config("quickstart")
     lp = cfg.length_penalty
     weights = [length_penalty_weight(i, lp.weight, warmup_iters=lp.warmup_iters) for i in range(cfg.rl.iterations)]
     assert 0 < lp.warmup_iters < cfg.rl.iterations and weights[0] == 0 and weights[-1] > 0
+
 
 def test_docstring_examples_run():
     result = doctest.testmod(length_mod)
