@@ -115,9 +115,10 @@ def test_warmup_schedule():
 
 def test_quickstart_turns_the_penalty_on_after_its_warm_up():
     cfg = load_config("quickstart")
-    lp = cfg.length_penalty
-    weights = [length_penalty_weight(i, lp.weight, warmup_iters=lp.warmup_iters) for i in range(cfg.rl.iterations)]
-    assert 0 < lp.warmup_iters < cfg.rl.iterations and weights[0] == 0 and weights[-1] > 0
+    lp, last = cfg.length_penalty, cfg.rl.iterations - 1
+    assert 0 < lp.warmup_iters < cfg.rl.iterations
+    assert length_penalty_weight(0, lp.weight, lp.warmup_iters) == 0
+    assert length_penalty_weight(last, lp.weight, lp.warmup_iters) > 0
 
 
 def test_docstring_examples_run():
