@@ -110,6 +110,7 @@ class RLConfig:
     iterations: int = 60  # RL iterations
     tau: float = 0.1  # k1.5 regulariser weight on (log pi - log pi_i)^2
     lr: float = 1e-4  # learning rate; the optimizer is reset every iteration
+    lr_final: float | None = None  # cosine decay from lr at the first iteration to this at the last (None: constant)
     optimizer: str = "adamw"  # adamw, or sgd: plain gradient steps; its lr is on another scale
     # (0.1 with sgd moved the quickstart as far as 5e-5 with adamw; docs/benchmarks.md, Quickstart)
     epochs: int = 1  # passes over one iteration's samples
@@ -125,6 +126,8 @@ class RLConfig:
     def validate(self) -> None:
         if self.tau < 0 or self.lr <= 0 or self.iterations < 0 or self.epochs < 1 or self.mini_batches < 1:
             raise UserError("rl: tau >= 0, lr > 0, iterations >= 0, epochs >= 1 and mini_batches >= 1")
+        if self.lr_final is not None and not 0 < self.lr_final <= self.lr:
+            raise UserError(f"rl.lr_final={self.lr_final}: must be in (0, rl.lr={self.lr}] (or null for a constant lr)")
         if self.mini_batch_size is not None and self.mini_batch_size < 1:
             raise UserError(f"rl.mini_batch_size={self.mini_batch_size}: must be >= 1 (or null)")
         if self.optimizer not in ("adamw", "sgd"):

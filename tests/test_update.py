@@ -55,13 +55,29 @@ def test_fresh_optimizer_first_step_adamw_is_sign_sgd_is_gradient(tiny_model_dir
         rl = load_config(None, [f"rl.optimizer={name}", "rl.lr=0.01"]).rl
         w = model.lm_head.weight if hasattr(model, "lm_head") else next(model.parameters())
         before = w.detach().clone()
-        opt = fresh_optimizer(model, rl)
+        opt = fresh_optimizer(model, rl, iteration=0)
         g = torch.randn_like(w).sign() * (1 + torch.rand_like(w)) * 1e-3  # |g| >> Adam's eps
         w.grad = g.clone()
         opt.step()
         moved = w.detach() - before
         want = -0.01 * (torch.sign(g) if name == "adamw" else g)
         torch.testing.assert_close(moved, want, rtol=1e-3, atol=1e-7)
+
+
+def test_lr_decays_by_a_cosine_from_lr_to_lr_final():
+    import pytest
+
+    from longrl.config import load_config
+    from longrl.errors import UserError
+    from longrl.train.update import iteration_lr
+
+    rl = load_config(None, ["rl.lr=1e-4", "rl.lr_final=2e-5", "rl.iterations=11"]).rl
+    lrs = [iteration_lr(rl, i) for i in range(11)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[5] == pytest.approx(6e-5) and lrs[10] == pytest.approx(2e-5)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert iteration_lr(load_config(None, ["rl.lr=1e-4"]).rl, 7) == 1e-4  # no lr_final: constant
+    with pytest.raises(UserError, match="rl.lr_final"):
+        load_config(None, ["rl.lr=1e-4", "rl.lr_final=2e-4"])
 
 
 def test_unknown_optimizer_is_refused():

@@ -12,6 +12,7 @@ numbers of micro-batches.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -97,16 +98,25 @@ class DataParallel:
         return out
 
 
-def fresh_optimizer(model, rl) -> torch.optim.Optimizer:
+def iteration_lr(rl, iteration: int) -> float:
+    """The learning rate of ``iteration``: ``rl.lr``, or a cosine from it to ``rl.lr_final`` over the run."""
+    if rl.lr_final is None:
+        return rl.lr
+    frac = min(iteration / max(rl.iterations - 1, 1), 1.0)
+    return rl.lr_final + 0.5 * (rl.lr - rl.lr_final) * (1 + math.cos(math.pi * frac))
+
+
+def fresh_optimizer(model, rl, iteration: int) -> torch.optim.Optimizer:
     """The optimizer of one iteration, created anew each time (k1.5 resets its state).
 
     With AdamW and no state, the first step is ``lr * sign(g)`` for every weight whose gradient is
     well above Adam's eps (m / sqrt(v) = ±1), however small and noisy that gradient; ``sgd`` steps
     along the gradient itself, with a learning rate on a different scale (see ``RLConfig.optimizer``).
     """
+    lr = iteration_lr(rl, iteration)
     if rl.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=rl.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
 
 
 def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id: int,
@@ -126,7 +136,7 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     stats = UpdateStats()
     if not seqs:
         return stats
-    opt = fresh_optimizer(model, rl)
+    opt = fresh_optimizer(model, rl, iteration)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
     model.train()
     delta_sum = delta_n = 0.0
