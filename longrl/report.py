@@ -63,6 +63,7 @@ FIGURES: dict[str, tuple[Panel, ...]] = {
     "optim.png": (
         Panel("Loss", "loss", ("loss",)),
         Panel("Gradient norm (before clipping)", "norm", ("grad_norm",)),
+        Panel("Learning rate", "lr", ("lr",)),
     ),
 }
 
