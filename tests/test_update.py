@@ -1,5 +1,6 @@
 """The trainer's update on the tiny model: micro-batch split invariance, optimizer reset."""
 
+import pytest
 import torch
 
 from longrl.algo import get_algorithm
@@ -55,7 +56,7 @@ def test_fresh_optimizer_first_step_adamw_is_sign_sgd_is_gradient(tiny_model_dir
         rl = load_config(None, [f"rl.optimizer={name}", "rl.lr=0.01"]).rl
         w = model.lm_head.weight if hasattr(model, "lm_head") else next(model.parameters())
         before = w.detach().clone()
-        opt = fresh_optimizer(model, rl, iteration=0)
+        opt = fresh_optimizer(model, rl, rl.lr)
         g = torch.randn_like(w).sign() * (1 + torch.rand_like(w)) * 1e-3  # |g| >> Adam's eps
         w.grad = g.clone()
         opt.step()
@@ -65,8 +66,6 @@ def test_fresh_optimizer_first_step_adamw_is_sign_sgd_is_gradient(tiny_model_dir
 
 
 def test_lr_decays_by_a_cosine_from_lr_to_lr_final():
-    import pytest
-
     from longrl.config import load_config
     from longrl.errors import UserError
     from longrl.train.update import iteration_lr
@@ -80,9 +79,32 @@ def test_lr_decays_by_a_cosine_from_lr_to_lr_final():
         load_config(None, ["rl.lr=1e-4", "rl.lr_final=2e-4"])
 
 
-def test_unknown_optimizer_is_refused():
-    import pytest
+@pytest.mark.parametrize("per_response", [False, True])
+def test_lr_per_response_scales_the_step_by_the_trained_batch(tiny_model_dir, per_response):
+    """8 trained responses of a nominal 4 x 4 = 16: with ``rl.lr_per_response`` the one reset-AdamW
+    step moves weights by at most lr / 2, otherwise by lr."""
+    from longrl.config import load_config
+    from longrl.train.update import policy_update
 
+    model, _ = load_model(tiny_model_dir)
+    cfg = load_config(None, ["rl.lr=1e-3", "rl.mini_batches=1", "rollout.batch_prompts=4", "rollout.k=4",
+                             f"rl.lr_per_response={per_response}"])
+    seqs = [Seq(ids=[5 + i, 9, 7, 11 + i, 13, 6], loss_start=3, advantage=1.0 if i % 2 else -1.0, index=i)
+            for i in range(8)]
+    with torch.no_grad():
+        for b in micro_batches(seqs, 10_000, 0):
+            logp = token_logprobs(model, b)
+            for row, idx in enumerate(b.index.tolist()):
+                seqs[idx].ref_logp = logp[row, 2:5].tolist()
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = policy_update(model, seqs, cfg, iteration=0, pad_id=0)
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+    want = 1e-3 * (8 / 16 if per_response else 1)
+    assert stats.lr == pytest.approx(want)
+    assert want * 0.9 < moved <= want * 1.0001
+
+
+def test_unknown_optimizer_is_refused():
     from longrl.config import load_config
     from longrl.errors import UserError
 

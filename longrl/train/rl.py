@@ -23,7 +23,7 @@ from longrl.rollout.base import SamplingParams
 from longrl.sampling import PromptSampler
 from longrl.train.batch import Seq
 from longrl.train.partial import ReplayBuffer, loss_start, vocab_signature
-from longrl.train.update import UpdateStats, iteration_lr, iteration_update
+from longrl.train.update import UpdateStats, iteration_update
 from longrl.types import Prompt, Trajectory
 
 
@@ -196,7 +196,7 @@ class Trainer:
         lp = self.cfg.length_penalty
         m: dict[str, float] = {
             "length_penalty/weight": length_penalty_weight(self.iteration, lp.weight, lp.warmup_iters),
-            "lr": iteration_lr(self.cfg.rl, self.iteration),
+            "lr": st.lr,
             "loss": st.loss,
             "grad_norm": st.grad_norm,
             "update/delta_abs": st.delta_abs,

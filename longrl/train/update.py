@@ -30,6 +30,7 @@ class UpdateStats:
     grad_norm: float = 0.0
     delta_abs: float = 0.0  # mean |log pi_theta - log pi_i| per sequence at the last step
     steps: int = 0
+    lr: float = 0.0  # the learning rate of this iteration's steps
     tokens: int = 0
     offpolicy_gap: float = 0.0  # partial rollouts: mean |recorded - current log pi| over older-policy tokens
     mismatch_sum: float = 0.0  # |log pi_train - log pi_rollout| summed over compared tokens ...
@@ -106,14 +107,13 @@ def iteration_lr(rl, iteration: int) -> float:
     return rl.lr_final + 0.5 * (rl.lr - rl.lr_final) * (1 + math.cos(math.pi * frac))
 
 
-def fresh_optimizer(model, rl, iteration: int) -> torch.optim.Optimizer:
+def fresh_optimizer(model, rl, lr: float) -> torch.optim.Optimizer:
     """The optimizer of one iteration, created anew each time (k1.5 resets its state).
 
     With AdamW and no state, the first step is ``lr * sign(g)`` for every weight whose gradient is
     well above Adam's eps (m / sqrt(v) = ±1), however small and noisy that gradient; ``sgd`` steps
     along the gradient itself, with a learning rate on a different scale (see ``RLConfig.optimizer``).
     """
-    lr = iteration_lr(rl, iteration)
     if rl.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=rl.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
@@ -136,7 +136,10 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     stats = UpdateStats()
     if not seqs:
         return stats
-    opt = fresh_optimizer(model, rl, iteration)
+    stats.lr = iteration_lr(rl, iteration)
+    if rl.lr_per_response:  # a smaller batch (partial rollouts) moves the weights proportionally less
+        stats.lr *= len(seqs) / (cfg.rollout.batch_prompts * cfg.rollout.k)
+    opt = fresh_optimizer(model, rl, stats.lr)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
     model.train()
     delta_sum = delta_n = 0.0
