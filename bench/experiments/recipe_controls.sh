@@ -60,7 +60,14 @@ run q120e2_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.epochs=2 --set eval.every=30
 # trained responses as 130 partial iterations); every segment in the loss (seed 0).
 PA=(--set partial.enabled=true --set partial.budget=96 --set rl.iterations=130)
 for s in 0 1 2; do run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}"; done
+# Seeds 3-4 of both arms: the per-seed differences of seeds 0-2 spread too widely for a 3-seed mean.
+for s in 3 4; do
+  run "gu80nolp_s$s" --set seed=$s "${NEW[@]}" "${I90[@]}" "${NOLP[@]}"
+  run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}"
+done
 run q130p96all_s0 "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" --set partial.loss_segments=all
+# 16 samples of 8 prompts per iteration instead of 8 of 16 (seed 0).
+run q120k16_s0 "${NEW[@]}" --set rollout.k=16 --set rollout.batch_prompts=8
 # Curriculum + prioritized on the current preset (all levels for 40 iterations, then levels 2-3), and
 # SIGKILL + resume of the current preset's seed-0 run.
 for s in 0 1 2; do
