@@ -111,8 +111,9 @@ class RLConfig:
     tau: float = 0.1  # k1.5 regulariser weight on (log pi - log pi_i)^2
     lr: float = 1e-4  # learning rate; the optimizer is reset every iteration
     lr_final: float | None = None  # cosine decay from lr at the first iteration to this at the last (None: constant)
-    lr_per_response: bool = False  # scale lr by the responses trained this iteration / (batch_prompts x k):
-    # with partial rollouts batches vary, and a reset AdamW step moves every weight by ~lr whatever the batch
+    lr_per_response: bool = True  # with rl.mini_batches steps per iteration, scale lr by the responses trained
+    # this iteration / (batch_prompts x k): partial rollouts' batches vary, and a reset AdamW step moves every
+    # weight by ~lr whatever the batch (a no-op without partial rollouts; none with rl.mini_batch_size)
     optimizer: str = "adamw"  # adamw, or sgd: plain gradient steps; its lr is on another scale
     # (0.1 with sgd moved the quickstart as far as 5e-5 with adamw; docs/benchmarks.md, Quickstart)
     epochs: int = 1  # passes over one iteration's samples

@@ -24,6 +24,17 @@ def _sets(extra=()):
     return [x for s in [*SMALL, *extra] for x in ("--set", s)]
 
 
+@pytest.mark.parametrize("algorithm", ["mirror_descent", "rest"])
+def test_a_full_batch_trains_at_the_configured_learning_rate(tmp_path, algorithm):
+    """``rl.lr_per_response`` scales by trained responses, not by the sequences in the loss:
+    ``rest`` keeps one sample per group and still steps at ``rl.lr``."""
+    sets = _sets([f"rl.algorithm={algorithm}", "rl.lr=3e-5"])
+    r = longrl("train", *sets, "--out", str(tmp_path / "runs"), "--name", "lr", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "lr" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["lr"] for x in lines] == [3e-5, 3e-5]
+
+
 def test_train_two_iterations(tmp_path):
     r = longrl("train", *_sets(), "--out", str(tmp_path / "runs"), "--name", "smoke", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import yaml
+
 from test_cli import _sets, longrl
 
 TIMING = ("time/", "perf/", "eval/time_s")
@@ -122,3 +125,8 @@ def test_partial_rollouts_resume_exactly_and_lose_no_group(tmp_path):
     started, trained = sum(x["train/new_groups"] for x in m), sum(x["train/groups"] for x in m)
     assert started == trained + a[7]["partial/buffer_groups"] + sum(x["partial/dropped_stale"] for x in m)
     assert trained > 0 and {x["stop/budget"] for x in m if "stop/budget" in x} != set()
+    cfg = yaml.safe_load((tmp_path / "runs" / "full" / "config.yaml").read_text())
+    k, lr = cfg["rollout"]["k"], cfg["rl"]["lr"]
+    assert any(x["train/groups"] < 3 for x in m)  # some iterations train less than a full batch ...
+    for x in m:  # ... and step with a proportionally smaller learning rate (rl.lr_per_response)
+        assert x["lr"] == pytest.approx(lr * x["train/groups"] * k / (3 * k), rel=1e-12)

@@ -79,16 +79,17 @@ def test_lr_decays_by_a_cosine_from_lr_to_lr_final():
         load_config(None, ["rl.lr=1e-4", "rl.lr_final=2e-4"])
 
 
-@pytest.mark.parametrize("per_response", [False, True])
-def test_lr_per_response_scales_the_step_by_the_trained_batch(tiny_model_dir, per_response):
-    """8 trained responses of a nominal 4 x 4 = 16: with ``rl.lr_per_response`` the one reset-AdamW
-    step moves weights by at most lr / 2, otherwise by lr."""
+@pytest.mark.parametrize("sets, scaled", [([], True), (["rl.lr_per_response=false"], False),
+                                          (["rl.mini_batches=2", "rl.mini_batch_size=8"], False)])
+def test_lr_per_response_scales_the_step_by_the_trained_batch(tiny_model_dir, sets, scaled):
+    """8 trained responses of a nominal 4 x 4 = 16: by default the one reset-AdamW step moves weights
+    by at most lr / 2; by lr with ``rl.lr_per_response=false``, or when ``rl.mini_batch_size`` already
+    makes the number of steps follow the batch."""
     from longrl.config import load_config
-    from longrl.train.update import policy_update
+    from longrl.train.update import policy_update, response_lr_scale
 
     model, _ = load_model(tiny_model_dir)
-    cfg = load_config(None, ["rl.lr=1e-3", "rl.mini_batches=1", "rollout.batch_prompts=4", "rollout.k=4",
-                             f"rl.lr_per_response={per_response}"])
+    cfg = load_config(None, ["rl.lr=1e-3", "rl.mini_batches=1", "rollout.batch_prompts=4", "rollout.k=4", *sets])
     seqs = [Seq(ids=[5 + i, 9, 7, 11 + i, 13, 6], loss_start=3, advantage=1.0 if i % 2 else -1.0, index=i)
             for i in range(8)]
     with torch.no_grad():
@@ -97,9 +98,9 @@ def test_lr_per_response_scales_the_step_by_the_trained_batch(tiny_model_dir, pe
             for row, idx in enumerate(b.index.tolist()):
                 seqs[idx].ref_logp = logp[row, 2:5].tolist()
     before = [p.detach().clone() for p in model.parameters()]
-    stats = policy_update(model, seqs, cfg, iteration=0, pad_id=0)
+    stats = policy_update(model, seqs, cfg, iteration=0, pad_id=0, lr_scale=response_lr_scale(cfg, len(seqs)))
     moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
-    want = 1e-3 * (8 / 16 if per_response else 1)
+    want = 1e-3 * (8 / 16 if scaled else 1)
     assert stats.lr == pytest.approx(want)
     assert want * 0.9 < moved <= want * 1.0001
 

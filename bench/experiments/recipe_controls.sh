@@ -20,7 +20,7 @@ run nolp_s0 "${I60[@]}" "${NOLP[@]}"
 python bench/experiments/kill_resume.py --reference "$OUT/lp_s0" --name kill_s0 --seed 1
 run cp_s0 "${I60[@]}" --set sampling.strategy=curriculum+prioritized --set sampling.curriculum_warmup_iters=20 \
   --set sampling.hard_threshold=0.5
-run partial_s0 "${I60[@]}" --set partial.enabled=true --set partial.budget=48
+run partial_s0 "${I60[@]}" --set partial.enabled=true --set partial.budget=48 --set rl.lr_per_response=false
 for s in 1 2; do
   run "lp_s$s" "${I60[@]}" --set seed=$s
   run "nolp_s$s" "${I60[@]}" --set seed=$s "${NOLP[@]}"
@@ -59,15 +59,21 @@ run q120e2_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.epochs=2 --set eval.every=30
 # Partial rollouts, budget 96, without the penalty, against gu80nolp_s* (90 iterations: about as many
 # trained responses as 130 partial iterations); every segment in the loss (seed 0).
 PA=(--set partial.enabled=true --set partial.budget=96 --set rl.iterations=130)
-for s in 0 1 2; do run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}"; done
+OLDLR=(--set rl.lr_per_response=false)  # the partial runs recorded before the learning rate followed the batch
+for s in 0 1 2; do run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" "${OLDLR[@]}"; done
 # Seeds 3-4 of both arms: the per-seed differences of seeds 0-2 spread too widely for a 3-seed mean.
 for s in 3 4; do
   run "gu80nolp_s$s" --set seed=$s "${NEW[@]}" "${I90[@]}" "${NOLP[@]}"
-  run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}"
+  run "q130p96_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" "${OLDLR[@]}"
 done
-run q130p96all_s0 "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" --set partial.loss_segments=all
+run q130p96all_s0 "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" "${OLDLR[@]}" --set partial.loss_segments=all
 # 16 samples of 8 prompts per iteration instead of 8 of 16 (seed 0).
 run q120k16_s0 "${NEW[@]}" --set rollout.k=16 --set rollout.batch_prompts=8
+# The learning rate scaled by each iteration's trained responses (rl.lr_per_response, now the default).
+for s in 0 1 2; do run "q130p96lr_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" --set rl.lr_per_response=true; done
+# A cosine learning-rate decay across the 120 iterations: 8e-5 -> 1e-5 and 1e-4 -> 1e-5.
+for s in 0 1 2; do run "q120cos_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=8e-5 --set rl.lr_final=1e-5; done
+for s in 0 1 2; do run "q120cos10_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=1e-4 --set rl.lr_final=1e-5; done
 # Curriculum + prioritized on the current preset (all levels for 40 iterations, then levels 2-3), and
 # SIGKILL + resume of the current preset's seed-0 run.
 for s in 0 1 2; do

@@ -105,11 +105,11 @@ class TrainerWorker:
         self.dp = DataParallel(dist.group.WORLD)
         return sum(p.numel() for p in self.model.parameters())
 
-    def update(self, seqs, versions, iteration: int, recompute: bool):
+    def update(self, seqs, versions, iteration: int, recompute: bool, lr_scale: float = 1.0):
         from longrl.train.update import iteration_update
 
         return iteration_update(self.model, seqs, versions, self.cfg, iteration,
-                                self.tokenizer.pad_token_id, recompute, self.dp)
+                                self.tokenizer.pad_token_id, recompute, self.dp, lr_scale)
 
     def gradient(self, seqs) -> torch.Tensor:
         """The flat gradient of one mini-batch's loss (summed over ranks); for checks and benchmarks."""
@@ -232,9 +232,10 @@ class _Group:
 
 
 class TrainerGroup(_Group):
-    def update(self, seqs, versions, iteration: int, recompute: bool):
+    def update(self, seqs, versions, iteration: int, recompute: bool, lr_scale: float = 1.0):
         seqs_ref, versions_ref = self.ray.put(seqs), self.ray.put(versions)
-        stats = self.get([a.update.remote(seqs_ref, versions_ref, iteration, recompute) for a in self.actors])
+        stats = self.get([a.update.remote(seqs_ref, versions_ref, iteration, recompute, lr_scale)
+                          for a in self.actors])
         return stats[0]  # every rank ends with the same weights and the same reduced statistics
 
     def gradient(self, seqs) -> torch.Tensor:

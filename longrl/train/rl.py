@@ -23,7 +23,7 @@ from longrl.rollout.base import SamplingParams
 from longrl.sampling import PromptSampler
 from longrl.train.batch import Seq
 from longrl.train.partial import ReplayBuffer, loss_start, vocab_signature
-from longrl.train.update import UpdateStats, iteration_update
+from longrl.train.update import UpdateStats, iteration_update, response_lr_scale
 from longrl.types import Prompt, Trajectory
 
 
@@ -155,12 +155,13 @@ class Trainer:
             seqs.append(Seq(ids=t.prompt_ids + t.response_ids, loss_start=start, advantage=t.advantage,
                             ref_logp=t.logprobs[first:], index=i))
             versions[i] = t.versions[first:]
+        lr_scale = response_lr_scale(self.cfg, len(trajs))
         if self.algo.name == "rest":
             seqs = [s for s in seqs if s.advantage > 0]  # zero-weight samples contribute nothing
         if self.learner is not None:
-            return self.learner.update(seqs, versions, self.iteration, self.recompute)
+            return self.learner.update(seqs, versions, self.iteration, self.recompute, lr_scale)
         return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
-                                self.tokenizer.pad_token_id, self.recompute)
+                                self.tokenizer.pad_token_id, self.recompute, lr_scale=lr_scale)
 
     def switch(self, to: str) -> dict[str, float]:
         """Hybrid deployment (``rollout.placement=colocated``): the engine's ``wake`` before a rollout

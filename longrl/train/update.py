@@ -107,6 +107,17 @@ def iteration_lr(rl, iteration: int) -> float:
     return rl.lr_final + 0.5 * (rl.lr - rl.lr_final) * (1 + math.cos(math.pi * frac))
 
 
+def response_lr_scale(cfg: RunConfig, responses: int) -> float:
+    """The factor ``rl.lr_per_response`` puts on an iteration's learning rate: its trained responses
+    over a full batch (``batch_prompts x k``), so that with a fixed number of steps per iteration a
+    smaller batch (partial rollouts) moves the weights proportionally less. 1 with ``rl.mini_batch_size``,
+    whose step count already follows the batch."""
+    rl = cfg.rl
+    if not rl.lr_per_response or rl.mini_batch_size:
+        return 1.0
+    return responses / (cfg.rollout.batch_prompts * cfg.rollout.k)
+
+
 def fresh_optimizer(model, rl, lr: float) -> torch.optim.Optimizer:
     """The optimizer of one iteration, created anew each time (k1.5 resets its state).
 
@@ -120,7 +131,7 @@ def fresh_optimizer(model, rl, lr: float) -> torch.optim.Optimizer:
 
 
 def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id: int,
-                  dp: DataParallel | None = None, note_mismatch: bool = True) -> UpdateStats:
+                  dp: DataParallel | None = None, note_mismatch: bool = True, lr_scale: float = 1.0) -> UpdateStats:
     """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
 
     The denominator of each mini-batch is (its sequences) x H, H = ``rl.horizon`` or the max
@@ -133,12 +144,9 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     """
     dp = dp or DataParallel()
     rl = cfg.rl
-    stats = UpdateStats()
+    stats = UpdateStats(lr=iteration_lr(rl, iteration) * lr_scale)
     if not seqs:
         return stats
-    stats.lr = iteration_lr(rl, iteration)
-    if rl.lr_per_response:  # a smaller batch (partial rollouts) moves the weights proportionally less
-        stats.lr *= len(seqs) / (cfg.rollout.batch_prompts * cfg.rollout.k)
     opt = fresh_optimizer(model, rl, stats.lr)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
     model.train()
@@ -241,13 +249,12 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
 
 
 def iteration_update(model, seqs: list[Seq], versions: dict[int, list[int]], cfg: RunConfig, iteration: int,
-                     pad_id: int, recompute: bool, dp: DataParallel | None = None) -> UpdateStats:
+                     pad_id: int, recompute: bool, dp: DataParallel | None = None,
+                     lr_scale: float = 1.0) -> UpdateStats:
     """One iteration's update: log π_i recomputed when asked (see :func:`recompute_reference`), then
     :func:`policy_update`. The mismatch figures come from whichever pass compared engine and trainer."""
-    if not seqs:
-        return UpdateStats()
-    ref = recompute_reference(model, seqs, versions, cfg, iteration, pad_id, dp) if recompute else None
-    stats = policy_update(model, seqs, cfg, iteration, pad_id, dp, note_mismatch=not recompute)
+    ref = recompute_reference(model, seqs, versions, cfg, iteration, pad_id, dp) if recompute and seqs else None
+    stats = policy_update(model, seqs, cfg, iteration, pad_id, dp, note_mismatch=not recompute, lr_scale=lr_scale)
     if ref is not None:
         stats.offpolicy_gap = ref.offpolicy_gap
         stats.mismatch_sum, stats.mismatch_max, stats.mismatch_tokens = (
