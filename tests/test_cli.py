@@ -28,7 +28,7 @@ def _sets(extra=()):
 def test_a_full_batch_trains_at_the_configured_learning_rate(tmp_path, algorithm):
     """``rl.lr_per_response`` scales by trained responses, not by the sequences in the loss:
     ``rest`` keeps one sample per group and still steps at ``rl.lr``."""
-    sets = _sets([f"rl.algorithm={algorithm}", "rl.lr=3e-5"])
+    sets = _sets([f"rl.algorithm={algorithm}", "rl.lr=3e-5", "rl.lr_final=null"])
     r = longrl("train", *sets, "--out", str(tmp_path / "runs"), "--name", "lr", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "runs" / "lr" / "metrics.jsonl").read_text().splitlines()]

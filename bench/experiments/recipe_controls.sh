@@ -9,12 +9,17 @@ NOLP=(--set length_penalty.weight=0)  # the runs without the length penalty
 #   60 iterations, penalty (weight 1) after 10, warm-up traces giving up in 0.5 of them (I60);
 #   90 iterations, penalty after 30, give-up 0.5 (OLD + I90) or 0.8 (NEW + I90);
 #   120 iterations, no penalty, give-up 0.8 (NEW + NOLP);
-#   now: 120 iterations, penalty after 90, give-up 0.8 (NEW).
+#   120 iterations, penalty after 90, give-up 0.8 (NEW), constant lr 5e-5;
+#   now: the same with a cosine lr from 8e-5 to 1e-5 (NEW + PRESET_LR).
 OLD=(--set sft.give_up_prob=0.5 --set sft.warm_dir="$OUT/_warm/give_up_0.5")  # built by lp_s0
 I90=(--set rl.iterations=90 --set length_penalty.weight=1 --set length_penalty.warmup_iters=30)
 I60=("${OLD[@]}" --set rl.iterations=60 --set length_penalty.weight=1 --set length_penalty.warmup_iters=10)
 NEW=(--set sft.warm_dir="$OUT/_warm/preset")  # the current warm-up (give-up 0.8), built by gu80_s0
-run() { name=$1; shift; [ -f "$OUT/$name/summary.json" ] || longrl train --quiet --set out="$OUT" --set name="$name" "$@"; }
+# Every run recorded here before the preset's cosine learning rate (8e-5 -> 1e-5) used a constant 5e-5;
+# run() pins that, and the runs of the current preset set theirs after it (a later --set wins).
+LR5=(--set rl.lr=5e-5 --set rl.lr_final=null)
+PRESET_LR=(--set rl.lr=8e-5 --set rl.lr_final=1e-5)
+run() { name=$1; shift; [ -f "$OUT/$name/summary.json" ] || longrl train --quiet --set out="$OUT" --set name="$name" "${LR5[@]}" "$@"; }
 run lp_s0 "${I60[@]}"
 run nolp_s0 "${I60[@]}" "${NOLP[@]}"
 python bench/experiments/kill_resume.py --reference "$OUT/lp_s0" --name kill_s0 --seed 1
@@ -43,12 +48,12 @@ run gu95_s0 "${I90[@]}" --set sft.give_up_prob=0.95 --set sft.warm_dir="$OUT/_wa
 # Weight 2 with 90 penalised iterations (120 in all), against the same 120 iterations without it; seed 0.
 run i120x2_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 --set length_penalty.weight=2
 run i120nolp_s0 "${OLD[@]}" "${I90[@]}" --set rl.iterations=120 "${NOLP[@]}"
-# 120 iterations without the penalty (the preset before the current one): seed 0 with an evaluation every 30
+# 120 iterations without the penalty (a preset before the current one): seed 0 with an evaluation every 30
 # iterations up to 150 (its iteration-120 evaluation is the 120-iteration run's), seeds 1-2, and rest.
 run gu80nolp150_s0 "${NEW[@]}" "${NOLP[@]}" --set rl.iterations=150 --set eval.every=30
 for s in 1 2; do run "q120_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}"; done
 for s in 0 1 2; do run "q120rest_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" --set rl.algorithm=rest; done
-# Where in the 120 iterations the penalty starts: after 90 (the current preset) or 60, weight 1;
+# Where in the 120 iterations the penalty starts: after 90 (the preset before the cosine learning rate) or 60, weight 1;
 # weight 0.5 after 30 or 60 (seed 0); and 2 epochs over each iteration's samples without it (seed 0).
 for s in 0 1 2; do
   run "q120w90_s$s" --set seed=$s "${NEW[@]}"
@@ -72,12 +77,14 @@ run q120k16_s0 "${NEW[@]}" --set rollout.k=16 --set rollout.batch_prompts=8
 # The learning rate scaled by each iteration's trained responses (rl.lr_per_response, now the default).
 for s in 0 1 2; do run "q130p96lr_s$s" --set seed=$s "${NEW[@]}" "${NOLP[@]}" "${PA[@]}" --set rl.lr_per_response=true; done
 # A cosine learning-rate decay across the 120 iterations: 8e-5 -> 1e-5 and 1e-4 -> 1e-5.
-for s in 0 1 2; do run "q120cos_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=8e-5 --set rl.lr_final=1e-5; done
+for s in 0 1 2; do run "q120cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}"; done
 for s in 0 1 2; do run "q120cos10_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=1e-4 --set rl.lr_final=1e-5; done
-# Curriculum + prioritized on the current preset (all levels for 40 iterations, then levels 2-3), and
-# SIGKILL + resume of the current preset's seed-0 run.
+# Curriculum + prioritized on the constant-lr preset (all levels for 40 iterations, then levels 2-3), and
+# SIGKILL + resume of that preset's seed-0 run.
 for s in 0 1 2; do
   run "q120cp_s$s" --set seed=$s "${NEW[@]}" --set sampling.strategy=curriculum+prioritized \
     --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5
 done
 python bench/experiments/kill_resume.py --reference "$OUT/q120w90_s0" --name kill120_s0 --seed 1
+# The current preset without the length penalty, against q120cos_s*.
+for s in 0 1 2; do run "q120cosnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${NOLP[@]}"; done
