@@ -74,7 +74,7 @@ def test_lr_decays_by_a_cosine_from_lr_to_lr_final():
     lrs = [iteration_lr(rl, i) for i in range(11)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[5] == pytest.approx(6e-5) and lrs[10] == pytest.approx(2e-5)
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
-    assert iteration_lr(load_config(None, ["rl.lr=1e-4"]).rl, 7) == 1e-4  # no lr_final: constant
+    assert iteration_lr(load_config(None, ["rl.lr=1e-4", "rl.lr_final=null"]).rl, 7) == 1e-4  # constant
     with pytest.raises(UserError, match="rl.lr_final"):
         load_config(None, ["rl.lr=1e-4", "rl.lr_final=2e-4"])
 
