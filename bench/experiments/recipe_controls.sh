@@ -88,10 +88,10 @@ done
 python bench/experiments/kill_resume.py --reference "$OUT/q120w90_s0" --name kill120_s0 --seed 1
 # The current preset without the length penalty, against q120cos_s*.
 for s in 0 1 2; do run "q120cosnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${NOLP[@]}"; done
-# One-seed probes of the current preset: weight 3 for the last 30 iterations, warm-up traces giving up
-# in 0.9 of them (its own SFT), and sampling (and evaluating) at temperature 0.8.
+# Probes of the current preset: weight 3 for the last 30 iterations and warm-up traces giving up in 0.9
+# of them (its own SFT), one seed each; sampling (and evaluating) at temperature 0.8, three seeds.
 run q120cosw3_s0 --set seed=0 "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=3
 run gu90cos_s0 --set seed=0 --set sft.give_up_prob=0.9 "${PRESET_LR[@]}"
-run q120t08_s0 --set seed=0 "${NEW[@]}" "${PRESET_LR[@]}" --set rollout.temperature=0.8
+for s in 0 1 2; do run "q120t08_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rollout.temperature=0.8; done
 # Less SFT (60,000 traces, its own warm-up) and 160 iterations, the penalty for the last 30.
 run s60i160_s0 --set seed=0 --set sft.examples=60000 --set rl.iterations=160 --set length_penalty.warmup_iters=130 "${PRESET_LR[@]}"
