@@ -95,3 +95,5 @@ run gu90cos_s0 --set seed=0 --set sft.give_up_prob=0.9 "${PRESET_LR[@]}"
 for s in 0 1 2; do run "q120t08_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rollout.temperature=0.8; done
 # Less SFT (60,000 traces, its own warm-up) and 160 iterations, the penalty for the last 30.
 run s60i160_s0 --set seed=0 --set sft.examples=60000 --set rl.iterations=160 --set length_penalty.warmup_iters=130 "${PRESET_LR[@]}"
+# GRPO (std-normalised advantages, ratio clip) on the current preset, against q120cos_s*.
+for s in 0 1 2; do run "q120grpo_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.algorithm=grpo; done
