@@ -124,6 +124,8 @@ class RLConfig:
     grad_clip: float = 1.0  # max global gradient norm
     horizon: int | None = None  # divide each sequence loss by this many tokens (None: rollout.max_length)
     clip_eps: float = 0.2  # grpo only: ratio clip
+    scale_rewards: str | None = None  # divide advantages by the reward std of each group (group, GRPO's
+    # default), of the batch (batch) or not at all (none, k1.5's); None: the algorithm's own. An ablation knob
     weight_decay: float = 0.0
 
     def validate(self) -> None:
@@ -135,6 +137,10 @@ class RLConfig:
             raise UserError(f"rl.mini_batch_size={self.mini_batch_size}: must be >= 1 (or null)")
         if self.optimizer not in ("adamw", "sgd"):
             raise UserError(f"rl.optimizer={self.optimizer!r}: choose adamw or sgd")
+        if self.scale_rewards not in (None, "none", "group", "batch"):
+            raise UserError(f"rl.scale_rewards={self.scale_rewards!r}: choose none, group or batch (or null)")
+        if self.scale_rewards is not None and self.algorithm == "rest":
+            raise UserError("rl.scale_rewards: rest trains on weights, not advantages; leave it null")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise UserError(f"rl.micro_batch_tokens={self.micro_batch_tokens}: must be >= 1 (or null)")
 

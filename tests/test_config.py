@@ -27,10 +27,17 @@ def test_overrides_and_scientific_notation(tmp_path):
     ("cluster.trainer_workers=0", "cluster.trainer_workers and cluster.rollout_workers must be >= 1"),
     ("cluster.cpus_per_worker=0", "cluster.cpus_per_worker must be > 0"),
     ("sft.search_order=sorted", "sft.search_order: 'sorted'; choose random or fixed"),
+    ("rl.scale_rewards=std", "rl.scale_rewards='std': choose none, group or batch"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(UserError, match=message):
         load_config(None, [override])
+
+
+def test_scale_rewards_does_not_apply_to_rest():
+    with pytest.raises(UserError, match="rest trains on weights"):
+        load_config(None, ["rl.algorithm=rest", "rl.scale_rewards=group"])
+    assert load_config(None, ["rl.scale_rewards=group"]).rl.scale_rewards == "group"
 
 
 def test_unknown_preset():

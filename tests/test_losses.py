@@ -12,6 +12,7 @@ from longrl.algo.losses import (
     mean_baseline,
     mirror_descent_loss,
     normalized_baseline,
+    scaled_baseline,
 )
 
 
@@ -81,6 +82,11 @@ def test_baselines():
     n = normalized_baseline(r)
     assert n[0, 0].item() == pytest.approx(0.5 / (0.5 + 1e-4))
     assert (n[1] == 0).all()
+    # batch: one std over all 8 rewards (2 of 8 ones: sqrt(2/8 * 6/8)); every group shares it
+    b = scaled_baseline(r, "batch")
+    torch.testing.assert_close(b, mean_baseline(r) / ((2 / 8 * 6 / 8) ** 0.5 + 1e-4))
+    torch.testing.assert_close(scaled_baseline(r, "none"), mean_baseline(r))
+    torch.testing.assert_close(scaled_baseline(r, "group"), n)
     w = best_correct_weights(torch.tensor([[1.0, 1.2, 0.3], [0.0, 0.0, 0.0]]),
                              torch.tensor([[True, True, False], [False, False, False]]))
     torch.testing.assert_close(w, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))

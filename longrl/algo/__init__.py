@@ -17,11 +17,13 @@ from longrl.algo import losses
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    # (rewards [G,k], correct [G,k]) -> advantages [G,k]
-    advantages: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # (rewards [G,k], correct [G,k], scale) -> advantages [G,k]; scale is rl.scale_rewards or scale_rewards
+    advantages: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
     # (logp, ref_logp, mask, advantages, tau, clip_eps) -> summed loss
     loss: Callable[..., torch.Tensor]
     uses_ref: bool = True  # needs log pi_i recorded before the first update
+    scale_rewards: str | None = None  # the std the advantages are divided by unless rl.scale_rewards says
+    # otherwise: none, group or batch; None where the advantages are weights (rest)
 
 
 def _md_loss(logp, ref_logp, mask, adv, *, tau, clip_eps):
@@ -39,9 +41,11 @@ def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps):
 _ALGORITHMS = {
     a.name: a
     for a in (
-        Algorithm("mirror_descent", lambda r, c: losses.mean_baseline(r), _md_loss),
-        Algorithm("rest", losses.best_correct_weights, _rest_loss, uses_ref=False),
-        Algorithm("grpo", lambda r, c: losses.normalized_baseline(r), _grpo_loss),
+        Algorithm("mirror_descent", lambda r, c, scale: losses.scaled_baseline(r, scale), _md_loss,
+                  scale_rewards="none"),
+        Algorithm("rest", lambda r, c, scale: losses.best_correct_weights(r, c), _rest_loss, uses_ref=False),
+        Algorithm("grpo", lambda r, c, scale: losses.scaled_baseline(r, scale), _grpo_loss,
+                  scale_rewards="group"),
     )
 }
 

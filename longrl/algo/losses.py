@@ -70,10 +70,18 @@ def mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - rewards.mean(dim=-1, keepdim=True)
 
 
-def normalized_baseline(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO: A_j = (r_j − mean) / (std + eps) per group (population std)."""
+def normalized_baseline(rewards: torch.Tensor, eps: float = 1e-4, over: str = "group") -> torch.Tensor:
+    """GRPO: A_j = (r_j − mean) / (std + eps), the population std of the group (``over="group"``)
+    or of every reward in the batch (``over="batch"``, TRL's ``scale_rewards="batch"``)."""
     centered = mean_baseline(rewards)
+    if over == "batch":
+        return centered / (rewards.std(unbiased=False) + eps)
     return centered / (rewards.std(dim=-1, unbiased=False, keepdim=True) + eps)
+
+
+def scaled_baseline(rewards: torch.Tensor, scale: str) -> torch.Tensor:
+    """The group-mean baseline, then divided by a std per ``scale``: none (k1.5), group (GRPO) or batch."""
+    return mean_baseline(rewards) if scale == "none" else normalized_baseline(rewards, over=scale)
 
 
 def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:

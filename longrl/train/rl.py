@@ -134,7 +134,7 @@ class Trainer:
         groups = _groups(trajs)
         rewards = torch.tensor([[t.reward for t in g] for g in groups])
         correct = torch.tensor([[t.score.correct for t in g] for g in groups])
-        adv = self.algo.advantages(rewards, correct)
+        adv = self.algo.advantages(rewards, correct, self.cfg.rl.scale_rewards or self.algo.scale_rewards)
         for g, row in zip(groups, adv.tolist()):
             for t, a in zip(g, row):
                 t.advantage = a
