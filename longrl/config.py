@@ -126,6 +126,8 @@ class RLConfig:
     clip_eps: float = 0.2  # grpo only: ratio clip
     scale_rewards: str | None = None  # divide advantages by the reward std of each group (group, GRPO's
     # default), of the batch (batch) or not at all (none, k1.5's); None: the algorithm's own. An ablation knob
+    token_mean: bool = False  # mirror_descent only: divide each sequence log-prob by its length (GRPO's token
+    # mean per sequence; k1.5 sums over tokens). An ablation knob
     weight_decay: float = 0.0
 
     def validate(self) -> None:
@@ -139,6 +141,8 @@ class RLConfig:
             raise UserError(f"rl.optimizer={self.optimizer!r}: choose adamw or sgd")
         if self.scale_rewards not in (None, "none", "group", "batch"):
             raise UserError(f"rl.scale_rewards={self.scale_rewards!r}: choose none, group or batch (or null)")
+        if self.token_mean and self.algorithm != "mirror_descent":
+            raise UserError(f"rl.token_mean applies to mirror_descent only, not {self.algorithm}")
         if self.scale_rewards is not None and self.algorithm == "rest":
             raise UserError("rl.scale_rewards: rest trains on weights, not advantages; leave it null")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:

@@ -34,10 +34,12 @@ def test_bad_overrides(override, message):
         load_config(None, [override])
 
 
-def test_scale_rewards_does_not_apply_to_rest():
+def test_ablation_knobs_are_refused_where_they_do_not_apply():
     with pytest.raises(UserError, match="rest trains on weights"):
         load_config(None, ["rl.algorithm=rest", "rl.scale_rewards=group"])
     assert load_config(None, ["rl.scale_rewards=group"]).rl.scale_rewards == "group"
+    with pytest.raises(UserError, match="rl.token_mean applies to mirror_descent only, not grpo"):
+        load_config(None, ["rl.algorithm=grpo", "rl.token_mean=true"])
 
 
 def test_unknown_preset():

@@ -52,6 +52,17 @@ def test_first_step_is_reinforce_with_mean_baseline():
     torch.testing.assert_close(logp.grad, -adv[:, None].expand(4, 3))
 
 
+def test_token_mean_weighs_every_response_the_same():
+    logp = torch.randn(2, 4, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    ref = logp.detach() - 0.1  # Δ = 0.1 · length before the mean, 0.1 after it
+    adv = torch.tensor([1.0, -1.0])
+    mirror_descent_loss(logp, ref, mask, adv, tau=2.0, token_mean=True).backward()
+    # d/dlogp_t of −A·mean + τ/2·(mean − mean_ref)² = (−A + τ·0.1) / |y| on every loss token
+    expected = torch.tensor([[(-1.0 + 0.2) / 4] * 4, [(1.0 + 0.2), 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(logp.grad, expected)
+
+
 def test_masked_tokens_get_no_gradient():
     logp = torch.randn(3, 4, requires_grad=True)
     mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float)

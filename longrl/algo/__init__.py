@@ -19,22 +19,22 @@ class Algorithm:
     name: str
     # (rewards [G,k], correct [G,k], scale) -> advantages [G,k]; scale is rl.scale_rewards or scale_rewards
     advantages: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
-    # (logp, ref_logp, mask, advantages, tau, clip_eps) -> summed loss
+    # (logp, ref_logp, mask, advantages, tau, clip_eps, token_mean) -> summed loss
     loss: Callable[..., torch.Tensor]
     uses_ref: bool = True  # needs log pi_i recorded before the first update
     scale_rewards: str | None = None  # the std the advantages are divided by unless rl.scale_rewards says
     # otherwise: none, group or batch; None where the advantages are weights (rest)
 
 
-def _md_loss(logp, ref_logp, mask, adv, *, tau, clip_eps):
-    return losses.mirror_descent_loss(logp, ref_logp, mask, adv, tau)
+def _md_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):
+    return losses.mirror_descent_loss(logp, ref_logp, mask, adv, tau, token_mean)
 
 
-def _rest_loss(logp, ref_logp, mask, adv, *, tau, clip_eps):
+def _rest_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):
     return losses.weighted_nll_loss(logp, mask, adv)
 
 
-def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps):
+def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):  # always a token mean
     return losses.clipped_ratio_loss(logp, ref_logp, mask, adv, clip_eps)
 
 

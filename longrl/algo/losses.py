@@ -26,7 +26,7 @@ def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
-                        advantages: torch.Tensor, tau: float) -> torch.Tensor:
+                        advantages: torch.Tensor, tau: float, token_mean: bool = False) -> torch.Tensor:
     """Kimi k1.5 online mirror descent (§2.3.2, eq. 3), summed over sequences::
 
         L = Σ_j [ −A_j · log π_θ(y_j|x) + τ/2 · (log π_θ(y_j|x) − log π_i(y_j|x))² ]
@@ -37,10 +37,16 @@ def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.
     REINFORCE with a mean baseline; the τ term pulls later steps back toward π_i.
 
     Departure from the paper: none in the loss. The batch denominator may include a fixed horizon
-    H (``rl.horizon``), which rescales the learning rate only.
+    H (``rl.horizon``), which rescales the learning rate only. ``token_mean`` (an ablation, off in
+    k1.5) divides both sequence log-probs by the response length, GRPO's per-sequence token mean, so
+    that every response weighs the same whatever its length.
     """
     seq = sequence_logprob(logp, mask)
-    delta = seq - sequence_logprob(ref_logp, mask)
+    ref = sequence_logprob(ref_logp, mask)
+    if token_mean:
+        lengths = mask.sum(dim=-1).clamp(min=1)
+        seq, ref = seq / lengths, ref / lengths
+    delta = seq - ref
     return (-advantages * seq + 0.5 * tau * delta.pow(2)).sum()
 
 

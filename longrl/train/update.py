@@ -190,7 +190,8 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
         logp = token_logprobs(model, b, cfg.rollout.temperature)
         if note_mismatch:
             stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
-        loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps) / denom
+        loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps,
+                         token_mean=rl.token_mean) / denom
         loss.backward()
         total += loss.detach().cpu()
         stats.tokens += b.num_tokens
