@@ -97,3 +97,10 @@ for s in 0 1 2; do run "q120t08_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}"
 run s60i160_s0 --set seed=0 --set sft.examples=60000 --set rl.iterations=160 --set length_penalty.warmup_iters=130 "${PRESET_LR[@]}"
 # GRPO (std-normalised advantages, ratio clip) on the current preset, against q120cos_s*.
 for s in 0 1 2; do run "q120grpo_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.algorithm=grpo; done
+# What makes GRPO's gain: mirror descent with std-normalised advantages, GRPO without them, mirror
+# descent on length-normalised log-probs (GRPO's token mean); and two k1.5 knobs, tau and steps per iteration.
+for s in 0 1 2; do run "q120mdstd_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.scale_rewards=group; done
+for s in 0 1 2; do run "q120grponostd_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.algorithm=grpo --set rl.scale_rewards=none; done
+for s in 0 1 2; do run "q120mdtm_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.token_mean=true; done
+for s in 0 1 2; do run "q120tau1_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.tau=1.0; done
+for s in 0 1 2; do run "q120mb4_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.mini_batches=4; done
