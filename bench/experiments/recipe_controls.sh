@@ -104,3 +104,13 @@ for s in 0 1 2; do run "q120grponostd_s$s" --set seed=$s "${NEW[@]}" "${PRESET_L
 for s in 0 1 2; do run "q120mdtm_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.token_mean=true; done
 for s in 0 1 2; do run "q120tau1_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.tau=1.0; done
 for s in 0 1 2; do run "q120mb4_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.mini_batches=4; done
+# Seeds 3 and 4 for the preset, GRPO and the length-normalised forms.
+for s in 3 4; do
+  run "q120cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}"
+  run "q120mdtm_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.token_mean=true
+  run "q120grponostd_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.algorithm=grpo --set rl.scale_rewards=none
+  run "q120grpo_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.algorithm=grpo
+done
+# The length penalty at weight 3 and 2 for the last 60 of the preset's 120 iterations, against q120cosnolp_s*.
+for s in 0 1 2; do run "q120cosw3a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=60; done
+for s in 0 1 2; do run "q120cosw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
