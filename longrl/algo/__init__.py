@@ -34,7 +34,8 @@ def _rest_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):
     return losses.weighted_nll_loss(logp, mask, adv)
 
 
-def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):  # always a token mean
+def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):  # token_mean: mirror_descent only;
+    # the clipped surrogate already averages over each response's tokens
     return losses.clipped_ratio_loss(logp, ref_logp, mask, adv, clip_eps)
 
 
