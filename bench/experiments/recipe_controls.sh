@@ -114,3 +114,7 @@ done
 # The length penalty at weight 3 and 2 for the last 60 of the preset's 120 iterations, against q120cosnolp_s*.
 for s in 0 1 2; do run "q120cosw3a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=60; done
 for s in 0 1 2; do run "q120cosw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
+# Two k1.5-form probes of the preset: a higher cosine peak (1.2e-4 -> 1e-5) and 150 iterations (the penalty
+# still for the last 30), against q120cos_s*.
+for s in 0 1 2; do run "q120lr12_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=1.2e-4 --set rl.lr_final=1e-5; done
+for s in 0 1 2; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
