@@ -118,3 +118,8 @@ for s in 0 1 2; do run "q120cosw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR
 # still for the last 30), against q120cos_s*.
 for s in 0 1 2; do run "q120lr12_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=1.2e-4 --set rl.lr_final=1e-5; done
 for s in 0 1 2; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
+# long2short: the merge weight from 0.6 to 0.9, from the current preset's seed-0 long model.
+L="$OUT/q120cos_s0/checkpoints/iter_120"; A="$OUT/l2s_alpha"
+[ -d "$A/short" ] || longrl long2short short-sft --base "$OUT/_warm/preset" --out "$A/short" --seed 0 --quiet
+for a in 0.6 0.7 0.8 0.9; do [ -d "$A/merge$a" ] || longrl long2short merge --long "$L" --short "$A/short" --alpha $a --out "$A/merge$a" --quiet; done
+longrl long2short compare "$L" "$A/short" "$A/merge0.6" "$A/merge0.7" "$A/merge0.8" "$A/merge0.9" --labels long,short,a0.6,a0.7,a0.8,a0.9 --seed 0 --out "$A/compare" --quiet
