@@ -123,3 +123,9 @@ L="$OUT/q120cos_s0/checkpoints/iter_120"; A="$OUT/l2s_alpha"
 [ -d "$A/short" ] || longrl long2short short-sft --base "$OUT/_warm/preset" --out "$A/short" --seed 0 --quiet
 for a in 0.6 0.7 0.8 0.9; do [ -d "$A/merge$a" ] || longrl long2short merge --long "$L" --short "$A/short" --alpha $a --out "$A/merge$a" --quiet; done
 longrl long2short compare "$L" "$A/short" "$A/merge0.6" "$A/merge0.7" "$A/merge0.8" "$A/merge0.9" --labels long,short,a0.6,a0.7,a0.8,a0.9 --seed 0 --out "$A/compare" --quiet
+# long2short RL from the current preset's long models (seeds 0, 3, 4).
+for s in 0 3 4; do
+  L="$OUT/q120cos_s$s/checkpoints/iter_120"
+  [ -d "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" ] || longrl long2short rl --model "$L" --set seed=$s --out "$OUT/l2s_cur" --name "l2s_s$s" --quiet
+  longrl long2short compare "$L" "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" --labels long,l2s-rl --seed 0 --out "$OUT/l2s_cur/compare_s$s" --quiet
+done
