@@ -129,3 +129,11 @@ for s in 0 3 4; do
   [ -d "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" ] || longrl long2short rl --model "$L" --set seed=$s --out "$OUT/l2s_cur" --name "l2s_s$s" --quiet
   longrl long2short compare "$L" "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" --labels long,l2s-rl --seed 0 --out "$OUT/l2s_cur/compare_s$s" --quiet
 done
+# The length penalty under mirror descent on length-normalised log-probs (rl.token_mean): without it, weight 2
+# for the last 60 iterations, weight 3 for the last 90; against the summed-form runs above.
+TM=(--set rl.token_mean=true)
+for s in 0 1 2; do run "q120mdtmnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" "${NOLP[@]}"; done
+for s in 0 1 2; do run "q120mdtmw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
+for s in 0 1 2; do run "q120mdtmw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30; done
+# 150 iterations, seeds 3 and 4.
+for s in 3 4; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done

@@ -15,7 +15,8 @@ def row(run: Path) -> dict:
     s = json.loads((run / "summary.json").read_text())
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     a, b = s["initial"], s["final"]
-    return {"run": run.name, "pass1_start": a["eval/pass1"], "pass1": b["eval/pass1"], "greedy": b["eval/greedy"],
+    return {"run": run.name, "pass1_start": a["eval/pass1"], "pass1": b["eval/pass1"],
+            "gain_points": 100 * (b["eval/pass1"] - a["eval/pass1"]), "greedy": b["eval/greedy"],
             "pass_k": b["eval/pass@k"], "tokens_start": a["eval/len_mean"], "tokens": b["eval/len_mean"],
             "p90": b["eval/len_p90"], "L3": b.get("eval/pass1/level_3", float("nan")),
             "trained_samples": sum(m.get("train/groups", 0) for m in metrics) * _k(run),
@@ -30,7 +31,7 @@ def _k(run: Path) -> int:
 
 def main(paths: list[str]) -> None:
     rows = [row(Path(p)) for p in paths if (Path(p) / "summary.json").exists()]
-    cols = ["pass1_start", "pass1", "greedy", "pass_k", "L3", "tokens_start", "tokens", "p90", "trained_samples",
+    cols = ["pass1_start", "pass1", "gain_points", "greedy", "pass_k", "L3", "tokens_start", "tokens", "p90", "trained_samples",
             "rl_s"]
     print(f"{'run':12}" + "".join(f"{c:>16}" for c in cols))
     for r in rows:
