@@ -137,3 +137,6 @@ for s in 0 1 2; do run "q120mdtmw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_L
 for s in 0 1 2; do run "q120mdtmw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30; done
 # 150 iterations, seeds 3 and 4.
 for s in 3 4; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
+# Curriculum + prioritized sampling on the current preset, against q120cos_s*.
+for s in 0 1 2; do run "q120coscp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set sampling.strategy=curriculum+prioritized \
+  --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5; done
