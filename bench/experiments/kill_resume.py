@@ -64,7 +64,7 @@ def main() -> int:
     latest = pointer.read_text().strip() if pointer.exists() else "none (resumes from the warm start)"
     print(f"killed with SIGKILL {delay:.2f} s after iteration {after} was logged ({done} logged, "
           f"latest checkpoint {latest})")
-    res = subprocess.run([sys.executable, "-m", "longrl.cli", "train", "--resume", str(run_dir), "--quiet"])
+    res = subprocess.run([sys.executable, "-m", "longrl.cli", "train", "--resume", str(run_dir), "--quiet"], check=False)
     if res.returncode != 0:
         print("resume failed", file=sys.stderr)
         return 1

@@ -115,19 +115,19 @@ done
 for s in 0 1 2; do run "q120cosw3a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=60; done
 for s in 0 1 2; do run "q120cosw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
 # Two k1.5-form probes of the preset: a higher cosine peak (1.2e-4 -> 1e-5) and 150 iterations (the penalty
-# still for the last 30), against q120cos_s*.
+# still for the last 30; seeds 0-4), against q120cos_s*.
 for s in 0 1 2; do run "q120lr12_s$s" --set seed=$s "${NEW[@]}" --set rl.lr=1.2e-4 --set rl.lr_final=1e-5; done
-for s in 0 1 2; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
+for s in 0 1 2 3 4; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
 # long2short: the merge weight from 0.6 to 0.9, from the current preset's seed-0 long model.
 L="$OUT/q120cos_s0/checkpoints/iter_120"; A="$OUT/l2s_alpha"
 [ -d "$A/short" ] || longrl long2short short-sft --base "$OUT/_warm/preset" --out "$A/short" --seed 0 --quiet
 for a in 0.6 0.7 0.8 0.9; do [ -d "$A/merge$a" ] || longrl long2short merge --long "$L" --short "$A/short" --alpha $a --out "$A/merge$a" --quiet; done
-longrl long2short compare "$L" "$A/short" "$A/merge0.6" "$A/merge0.7" "$A/merge0.8" "$A/merge0.9" --labels long,short,a0.6,a0.7,a0.8,a0.9 --seed 0 --out "$A/compare" --quiet
+[ -f "$A/compare/compare.json" ] || longrl long2short compare "$L" "$A/short" "$A/merge0.6" "$A/merge0.7" "$A/merge0.8" "$A/merge0.9" --labels long,short,a0.6,a0.7,a0.8,a0.9 --seed 0 --out "$A/compare" --quiet
 # long2short RL from the current preset's long models (seeds 0, 3, 4).
 for s in 0 3 4; do
   L="$OUT/q120cos_s$s/checkpoints/iter_120"
   [ -d "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" ] || longrl long2short rl --model "$L" --set seed=$s --out "$OUT/l2s_cur" --name "l2s_s$s" --quiet
-  longrl long2short compare "$L" "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" --labels long,l2s-rl --seed 0 --out "$OUT/l2s_cur/compare_s$s" --quiet
+  [ -f "$OUT/l2s_cur/compare_s$s/compare.json" ] || longrl long2short compare "$L" "$OUT/l2s_cur/l2s_s$s/checkpoints/iter_30" --labels long,l2s-rl --seed 0 --out "$OUT/l2s_cur/compare_s$s" --quiet
 done
 # The length penalty under mirror descent on length-normalised log-probs (rl.token_mean): without it, weight 2
 # for the last 60 iterations, weight 3 for the last 90; against the summed-form runs above.
@@ -135,8 +135,6 @@ TM=(--set rl.token_mean=true)
 for s in 0 1 2; do run "q120mdtmnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" "${NOLP[@]}"; done
 for s in 0 1 2; do run "q120mdtmw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
 for s in 0 1 2; do run "q120mdtmw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${TM[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30; done
-# 150 iterations, seeds 3 and 4.
-for s in 3 4; do run "q150cos_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set rl.iterations=150 --set length_penalty.warmup_iters=120; done
 # Curriculum + prioritized sampling on the current preset, against q120cos_s*.
 for s in 0 1 2; do run "q120coscp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set sampling.strategy=curriculum+prioritized \
   --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5; done

@@ -31,8 +31,8 @@ def _k(run: Path) -> int:
 
 def main(paths: list[str]) -> None:
     rows = [row(Path(p)) for p in paths if (Path(p) / "summary.json").exists()]
-    cols = ["pass1_start", "pass1", "gain_points", "greedy", "pass_k", "L3", "tokens_start", "tokens", "p90", "trained_samples",
-            "rl_s"]
+    cols = ["pass1_start", "pass1", "gain_points", "greedy", "pass_k", "L3", "tokens_start", "tokens", "p90",
+            "trained_samples", "rl_s"]
     print(f"{'run':12}" + "".join(f"{c:>16}" for c in cols))
     for r in rows:
         print(f"{r['run']:12}" + "".join(f"{r[c]:>16.3f}" if isinstance(r[c], float) else f"{r[c]:>16}"
