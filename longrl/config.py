@@ -128,6 +128,8 @@ class RLConfig:
     # default), of the batch (batch) or not at all (none, k1.5's); None: the algorithm's own. An ablation knob
     token_mean: bool = False  # mirror_descent only: divide each sequence log-prob by its length (GRPO's token
     # mean per sequence; k1.5 sums over tokens). An ablation knob
+    mask_truncated: bool = False  # leave responses stopped at rollout.max_length out of the loss (DAPO's
+    # overlong filtering); they still count in their group's baseline. An ablation knob
     weight_decay: float = 0.0
 
     def validate(self) -> None:

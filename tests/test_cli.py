@@ -139,3 +139,21 @@ def test_train_inference_mismatch_is_logged_and_tiny_for_the_hf_engine(tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     (m,) = [json.loads(x) for x in (tmp_path / "runs" / "mm" / "metrics.jsonl").read_text().splitlines()]
     assert 0 <= m["mismatch/logp_abs_mean"] <= m["mismatch/logp_abs_max"] < 1e-3
+
+
+def test_mask_truncated_leaves_capped_responses_out_of_the_loss(tmp_path):
+    """rl.mask_truncated: one step per response in the loss (rl.mini_batch_size=1), and the responses
+    cut at rollout.max_length are not among them; with every response cut, the iteration takes no step."""
+    sets = _sets(["rl.mini_batch_size=1", "rl.mask_truncated=true"])
+    r = longrl("train", *sets, "--out", str(tmp_path / "runs"), "--name", "mt", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "mt"
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    groups = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
+    capped = 0
+    for m in metrics:
+        stops = [s for g in groups if g["iter"] == m["iter"] for s in g["stop"]]
+        assert len(stops) == 4
+        capped += stops.count("max_length")
+        assert m["update/steps"] == len(stops) - stops.count("max_length")
+    assert capped > 0  # the small model runs into the 24-token cap

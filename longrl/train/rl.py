@@ -156,12 +156,18 @@ class Trainer:
                             ref_logp=t.logprobs[first:], index=i))
             versions[i] = t.versions[first:]
         lr_scale = response_lr_scale(self.cfg, len(trajs))
-        if self.algo.name == "rest":
-            seqs = [s for s in seqs if s.advantage > 0]  # zero-weight samples contribute nothing
+        seqs = [s for s in seqs if self.in_loss(trajs[s.index], s)]
         if self.learner is not None:
             return self.learner.update(seqs, versions, self.iteration, self.recompute, lr_scale)
         return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
                                 self.tokenizer.pad_token_id, self.recompute, lr_scale=lr_scale)
+
+    def in_loss(self, t: Trajectory, s: Seq) -> bool:
+        """Whether a scored trajectory enters the loss: `rest` drops its zero-weight samples, and
+        ``rl.mask_truncated`` drops responses cut at ``rollout.max_length`` (they stay in the baseline)."""
+        if self.algo.name == "rest" and s.advantage <= 0:
+            return False
+        return not (self.cfg.rl.mask_truncated and t.stop_reason == "max_length")
 
     def switch(self, to: str) -> dict[str, float]:
         """Hybrid deployment (``rollout.placement=colocated``): the engine's ``wake`` before a rollout
