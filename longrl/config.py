@@ -129,7 +129,7 @@ class RLConfig:
     token_mean: bool = False  # mirror_descent only: divide each sequence log-prob by its length (GRPO's token
     # mean per sequence; k1.5 sums over tokens). An ablation knob
     mask_truncated: bool = False  # leave responses stopped at rollout.max_length out of the loss (DAPO's
-    # overlong filtering); they still count in their group's baseline. An ablation knob
+    # overlong filtering); they still count in their group's baseline. On in the quickstart preset
     weight_decay: float = 0.0
 
     def validate(self) -> None:

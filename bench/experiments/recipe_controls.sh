@@ -5,12 +5,13 @@
 set -euo pipefail
 OUT=${1:-runs}
 NOLP=(--set length_penalty.weight=0)  # the runs without the length penalty
-# The preset has changed four times on 2026-11-24; the runs recorded under an earlier one pin it:
+# The preset has changed five times since 2026-11-24; the runs recorded under an earlier one pin it:
 #   60 iterations, penalty (weight 1) after 10, warm-up traces giving up in 0.5 of them (I60);
 #   90 iterations, penalty after 30, give-up 0.5 (OLD + I90) or 0.8 (NEW + I90);
 #   120 iterations, no penalty, give-up 0.8 (NEW + NOLP);
 #   120 iterations, penalty after 90, give-up 0.8 (NEW), constant lr 5e-5;
-#   now: the same with a cosine lr from 8e-5 to 1e-5 (NEW + PRESET_LR).
+#   the same with a cosine lr from 8e-5 to 1e-5 (NEW + PRESET_LR);
+#   now: that with responses cut at the cap out of the loss (NEW + PRESET_LR + MT).
 OLD=(--set sft.give_up_prob=0.5 --set sft.warm_dir="$OUT/_warm/give_up_0.5")  # built by lp_s0
 I90=(--set rl.iterations=90 --set length_penalty.weight=1 --set length_penalty.warmup_iters=30)
 I60=("${OLD[@]}" --set rl.iterations=60 --set length_penalty.weight=1 --set length_penalty.warmup_iters=10)
@@ -19,7 +20,10 @@ NEW=(--set sft.warm_dir="$OUT/_warm/preset")  # the current warm-up (give-up 0.8
 # run() pins that, and the runs of the current preset set theirs after it (a later --set wins).
 LR5=(--set rl.lr=5e-5 --set rl.lr_final=null)
 PRESET_LR=(--set rl.lr=8e-5 --set rl.lr_final=1e-5)
-run() { name=$1; shift; [ -f "$OUT/$name/summary.json" ] || longrl train --quiet --set out="$OUT" --set name="$name" "${LR5[@]}" "$@"; }
+# Likewise every run before 2026-11-25 kept responses cut at the length cap in the loss; run() pins that too,
+# and the runs of the current preset set MT after it.
+MT=(--set rl.mask_truncated=true)
+run() { name=$1; shift; [ -f "$OUT/$name/summary.json" ] || longrl train --quiet --set out="$OUT" --set name="$name" "${LR5[@]}" --set rl.mask_truncated=false "$@"; }
 run lp_s0 "${I60[@]}"
 run nolp_s0 "${I60[@]}" "${NOLP[@]}"
 python bench/experiments/kill_resume.py --reference "$OUT/lp_s0" --name kill_s0 --seed 1
@@ -138,3 +142,7 @@ for s in 0 1 2; do run "q120mdtmw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_L
 # Curriculum + prioritized sampling on the current preset, against q120cos_s*.
 for s in 0 1 2; do run "q120coscp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" --set sampling.strategy=curriculum+prioritized \
   --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5; done
+# Responses cut at the 192-token cap out of the loss (rl.mask_truncated, now in the preset; seeds 0-4), and the
+# same without the length penalty, against q120cos_s*.
+for s in 0 1 2 3 4; do run "q120mt_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}"; done
+for s in 0 1 2; do run "q120mtnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" "${NOLP[@]}"; done

@@ -39,7 +39,9 @@ def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.
     Departure from the paper: none in the loss. The batch denominator may include a fixed horizon
     H (``rl.horizon``), which rescales the learning rate only. ``token_mean`` (an ablation, off in
     k1.5) divides both sequence log-probs by the response length, GRPO's per-sequence token mean, so
-    that every response weighs the same whatever its length.
+    that every response weighs the same whatever its length. Which responses enter the sum is the
+    trainer's choice: with ``rl.mask_truncated`` (on in the quickstart preset) those cut at the length
+    cap count in their group's mean reward but not here (:meth:`longrl.train.rl.Trainer.in_loss`).
     """
     seq = sequence_logprob(logp, mask)
     ref = sequence_logprob(ref_logp, mask)
