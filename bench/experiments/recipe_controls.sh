@@ -146,3 +146,18 @@ for s in 0 1 2; do run "q120coscp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]
 # same without the length penalty, against q120cos_s*.
 for s in 0 1 2 3 4; do run "q120mt_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}"; done
 for s in 0 1 2; do run "q120mtnolp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" "${NOLP[@]}"; done
+# The current preset run again with held-out evaluations every 20 iterations (the curves), and back to back
+# with the cosine-lr preset for RL time; its length penalty at weight 2 for the last 60 and weight 3 for the last 90.
+for s in 0 1 2; do run "q120mtev_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set eval.every=20; done
+run q120cosT_s0 "${NEW[@]}" "${PRESET_LR[@]}"
+run q120mtT_s0 "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}"
+for s in 0 1 2; do run "q120mtw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
+for s in 0 1 2; do run "q120mtw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30; done
+# long2short RL from the current preset's long models (seeds 0-2).
+for s in 0 1 2; do
+  L="$OUT/q120mt_s$s/checkpoints/iter_120"
+  [ -d "$OUT/l2s_mt/l2s_s$s/checkpoints/iter_30" ] || longrl long2short rl --model "$L" --set seed=$s --out "$OUT/l2s_mt" --name "l2s_s$s" --quiet
+  [ -f "$OUT/l2s_mt/compare_s$s/compare.json" ] || longrl long2short compare "$L" "$OUT/l2s_mt/l2s_s$s/checkpoints/iter_30" --labels long,l2s-rl --seed 0 --out "$OUT/l2s_mt/compare_s$s" --quiet
+done
+python bench/experiments/curves.py --run "current preset, seeds 0-2, held-out every 20=$OUT/q120mtev_s*" \
+  --run "cosine-lr preset (cut responses in the loss), seeds 0, 3, 4=$OUT/q120cos_s[034]*" --out docs/quickstart_curves.png
