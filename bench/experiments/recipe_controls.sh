@@ -153,6 +153,10 @@ run q120cosT_s0 "${NEW[@]}" "${PRESET_LR[@]}"
 run q120mtT_s0 "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}"
 for s in 0 1 2; do run "q120mtw2a60_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60; done
 for s in 0 1 2; do run "q120mtw3a30_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30; done
+# Curriculum + prioritized sampling on the current preset, and SIGKILL + resume on it, against q120mt_s*.
+for s in 0 1 2; do run "q120mtcp_s$s" --set seed=$s "${NEW[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set sampling.strategy=curriculum+prioritized \
+  --set sampling.curriculum_warmup_iters=40 --set sampling.hard_threshold=0.5; done
+[ -d "$OUT/killmt_s0" ] || python bench/experiments/kill_resume.py --reference "$OUT/q120mt_s0" --name killmt_s0 --seed 1
 # long2short RL from the current preset's long models (seeds 0-2).
 for s in 0 1 2; do
   L="$OUT/q120mt_s$s/checkpoints/iter_120"
