@@ -156,16 +156,16 @@ class Trainer:
                             ref_logp=t.logprobs[first:], index=i))
             versions[i] = t.versions[first:]
         lr_scale = response_lr_scale(self.cfg, len(trajs))
-        seqs = [s for s in seqs if self.in_loss(trajs[s.index], s)]
+        seqs = [s for s in seqs if self.in_loss(trajs[s.index])]
         if self.learner is not None:
             return self.learner.update(seqs, versions, self.iteration, self.recompute, lr_scale)
         return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
                                 self.tokenizer.pad_token_id, self.recompute, lr_scale=lr_scale)
 
-    def in_loss(self, t: Trajectory, s: Seq) -> bool:
+    def in_loss(self, t: Trajectory) -> bool:
         """Whether a scored trajectory enters the loss: `rest` drops its zero-weight samples, and
         ``rl.mask_truncated`` drops responses cut at ``rollout.max_length`` (they stay in the baseline)."""
-        if self.algo.name == "rest" and s.advantage <= 0:
+        if self.algo.name == "rest" and t.advantage <= 0:
             return False
         return not (self.cfg.rl.mask_truncated and t.stop_reason == "max_length")
 
