@@ -232,12 +232,15 @@ def write_trace(
     slip_prob: float = 0.05,
     short: bool = False,
     order: str = "random",
+    patience: int | None = None,
 ) -> str:
     """A worked solution ending with ``answer <expr>`` (no EOS; the tokenizer adds it).
 
     ``short=True`` writes the short-CoT variant: only the successful attempt and the answer.
     ``order="fixed"`` tries the first steps systematically (pairs in prompt order, then + * - /)
     instead of in a random order: the next attempt follows from the last line alone.
+    ``patience`` fixes how many attempts the searcher makes before it gives up (in place of the
+    random draw that ``give_up_prob`` makes).
 
     >>> print(write_trace([3, 7, 8], 29, random.Random(0), give_up_prob=0, slip_prob=0))  # doctest: +SKIP
     plan 29 from 3 7 8
@@ -254,9 +257,13 @@ def write_trace(
     if short:
         sol = solved[0]
         return f"answer {sol.steps_text()}"
-    patience = len(tries)
-    if rng.random() < give_up_prob:
+    if patience is not None:
+        if patience < 1:
+            raise ValueError(f"patience={patience}: a searcher makes at least one attempt")
+    elif rng.random() < give_up_prob:
         patience = rng.randint(1, max(1, len(tries) - 1))
+    else:
+        patience = len(tries)
     lines = [f"plan {target} from {' '.join(map(str, numbers))}"]
     tried: list[Attempt] = []
     for att in tries[:patience]:
