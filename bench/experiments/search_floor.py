@@ -24,6 +24,7 @@ A model can only go below the frontier by guessing better than chance which firs
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -64,7 +65,7 @@ def frontier(options: list[list[tuple[float, float]]]) -> list[tuple[float, floa
 
 def tokens_at(points: list[tuple[float, float]], accuracy: float) -> float:
     """Fewest mean tokens on the frontier at ``accuracy`` (linear between hull points)."""
-    for (a0, t0), (a1, t1) in zip(points, points[1:]):
+    for (a0, t0), (a1, t1) in itertools.pairwise(points):
         if a0 <= accuracy <= a1:
             return t0 if a1 == a0 else t0 + (t1 - t0) * (accuracy - a0) / (a1 - a0)
     return points[0][1] if accuracy < points[0][0] else float("nan")
