@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
+    from longrl.eval.benchmarks import benchmark_names
+
     p.add_argument("--model", required=True, help="local Hugging Face model folder")
-    p.add_argument("--bench", help="benchmark name (see --list)")
+    p.add_argument("--bench", help=f"benchmark name: {', '.join(benchmark_names())}")
     p.add_argument("--data", help="your own prompt file (JSONL/Parquet with prompt/problem and answer)")
     p.add_argument("--data-dir", help="shared benchmark data folder (default: $LONGRL_SHARED_DATA or ../shared/data)")
     p.add_argument("--n", type=int, default=4, help="samples per prompt for pass@1 / pass@n (default 4)")
