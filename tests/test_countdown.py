@@ -58,9 +58,9 @@ def test_give_up_traces_answer_wrong():
 def test_fixed_patience_stops_after_that_many_attempts_on_the_same_order():
     n, t = [3, 7, 8], 29
     tries = cd.attempts(n, t)
+    full = cd.write_trace(n, t, random.Random(4), slip_prob=0.0, patience=len(tries))
     for patience in range(1, len(tries) + 1):
         trace = cd.write_trace(n, t, random.Random(4), slip_prob=0.0, patience=patience)
-        full = cd.write_trace(n, t, random.Random(4), slip_prob=0.0, patience=len(tries))
         lines = [ln for ln in trace.split("\n") if ln.endswith(("over", "under", "yes"))]
         assert lines == [ln for ln in full.split("\n") if ln.endswith(("over", "under", "yes"))][:len(lines)]
         assert len(lines) == patience or lines[-1].endswith("yes")

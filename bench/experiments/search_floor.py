@@ -30,6 +30,8 @@ import random
 import statistics
 from pathlib import Path
 
+from responses import attempt_lines  # this folder's response analysis (the script's folder is on sys.path)
+
 from longrl.tasks import countdown
 
 
@@ -134,7 +136,7 @@ def main() -> None:
 
 
 def _first_attempt_solves(response: str) -> bool:
-    lines = [ln.strip() for ln in response.split("\n") if ln.rstrip().endswith(("over", "under", "yes"))]
+    lines = attempt_lines(response)
     return bool(lines) and lines[0].endswith("yes")
 
 
