@@ -173,10 +173,10 @@ done
 python bench/experiments/search_floor.py --model "$OUT/_warm/preset" --orders 32 \
   --eval "$OUT/analysis/sft/eval.jsonl" "$OUT/analysis/q120mt_s0/eval.jsonl"
 # A wider model (hidden 192: 1.8M parameters against 0.83M; its warm-up at lr 1.5e-3, since 3e-3 learned it worse),
-# the current preset otherwise, with and without the length penalty at weight 2 for the last 60 iterations.
+# the current preset otherwise, without the length penalty, at weight 2 for the last 60 iterations and weight 3 for the last 90.
 BIG=(--set model.tiny.hidden_size=192 --set sft.lr=1.5e-3 --set sft.warm_dir="$OUT/_warm/big192")
 for s in 0 1 2; do
   run "big_nolp_s$s" --set seed=$s "${BIG[@]}" "${PRESET_LR[@]}" "${MT[@]}" "${NOLP[@]}"
   run "big_w2a60_s$s" --set seed=$s "${BIG[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=2 --set length_penalty.warmup_iters=60
+  run "big_w3a30_s$s" --set seed=$s "${BIG[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30
 done
-run big_w3a30_s0 "${BIG[@]}" "${PRESET_LR[@]}" "${MT[@]}" --set length_penalty.weight=3 --set length_penalty.warmup_iters=30
