@@ -1,7 +1,8 @@
 """``longrl report runs/NAME``: PNG plots and one HTML page from a run directory (DESIGN §10).
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object a
-line per RL iteration), and optionally ``eval.jsonl`` and ``summary.json``. The report writes
+line per RL iteration), and optionally ``eval.jsonl`` (one line per held-out evaluation, the first
+at iteration 0, before RL) and ``summary.json``. The report writes
 ``plots/*.png`` and ``report.html`` beside them; the trainer calls :func:`write_report` at the end
 of a run, and the CLI verb calls it on any run, finished or still going.
 
@@ -41,6 +42,7 @@ class Panel:
     ylabel: str
     keys: tuple[str, ...] = ()
     prefix: str | None = None  # also draw every key starting with this (per-level curves)
+    heldout: bool = False  # also read eval.jsonl, which alone holds the evaluation before RL (iteration 0)
 
 
 # file name -> the panels of that figure, drawn side by side.
@@ -49,7 +51,7 @@ FIGURES: dict[str, tuple[Panel, ...]] = {
         Panel("Training reward", "reward", ("reward/mean", "reward/task_mean", "train/accuracy")),
     ),
     "accuracy.png": (
-        Panel("Held-out accuracy", "accuracy", ("eval/pass1", "eval/greedy"), prefix=LEVEL_PREFIX),
+        Panel("Held-out accuracy", "accuracy", ("eval/pass1", "eval/greedy"), prefix=LEVEL_PREFIX, heldout=True),
     ),
     "length.png": (
         Panel("Response length", "tokens", ("response/len_mean", "response/len_p90")),
@@ -133,7 +135,30 @@ def _level_keys(records: list[dict[str, Any]], prefix: str) -> list[str]:
 # ---- plotting -----------------------------------------------------------------------------------
 
 
-def plot_figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def panel_lines(panel: Panel, records: list[dict[str, Any]],
+                evals: list[dict[str, Any]] | None = None) -> list[tuple[str, list[float], list[float]]]:
+    """(key, x, y) of every curve of ``panel`` that has data.
+
+    A held-out panel joins the ``eval/*`` values of metrics.jsonl (logged at each evaluation during
+    RL) with eval.jsonl's rows, which add the evaluation of the starting policy at iteration 0 — it
+    precedes the first RL iteration, so no metrics line carries it. Where both hold an iteration,
+    eval.jsonl wins; its rows without a numeric ``iter`` (not an evaluation of this run) are left out.
+    """
+    evals = [r for r in evals or [] if _number(r.get("iter")) is not None] if panel.heldout else []
+    keys = list(panel.keys)
+    if panel.prefix:
+        keys += [k for k in _level_keys(records + evals, panel.prefix) if k not in keys]
+    lines = []
+    for k in keys:
+        points = dict(zip(*series(records, k))) | dict(zip(*series(evals, k)))
+        xs = sorted(points)
+        if xs:
+            lines.append((k, xs, [points[x] for x in xs]))
+    return lines
+
+
+def plot_figures(records: list[dict[str, Any]], out_dir: Path,
+                 evals: list[dict[str, Any]] | None = None) -> list[Path]:
     """Draw every figure of :data:`FIGURES` that has data; returns the written PNG paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -143,9 +168,7 @@ def plot_figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for name, panels in FIGURES.items():
         drawn = []
         for panel in panels:
-            keys = list(panel.keys) + (_level_keys(records, panel.prefix) if panel.prefix else [])
-            lines = [(k, *series(records, k)) for k in keys]
-            lines = [(k, xs, ys) for k, xs, ys in lines if xs]
+            lines = panel_lines(panel, records, evals)
             if lines:
                 drawn.append((panel, lines))
         if not drawn:
@@ -157,8 +180,10 @@ def plot_figures(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             for key, xs, ys in lines:
                 level = key.startswith(LEVEL_PREFIX)
                 label = key.removeprefix("eval/pass1/") if level else key
-                # a single point draws no line: give every curve markers so it still shows
-                ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3,
+                # a single point draws no line: give short curves markers so they still show; each
+                # held-out point is an evaluation (a few per run), so it is always marked
+                marker = "o" if panel.heldout or len(xs) < 30 else None
+                ax.plot(xs, ys, label=label, marker=marker, markersize=4 if panel.heldout else 3,
                         linestyle=":" if level else "-", linewidth=1.0 if level else 1.6)
             ax.set_title(panel.title)
             ax.set_xlabel("iteration")
@@ -266,7 +291,7 @@ def write_report(run_dir: Path) -> Path:
             summary = f"summary.json is not valid JSON: {e}"
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8", errors="replace")
 
-    pngs = plot_figures(records, run_dir / "plots")
+    pngs = plot_figures(records, run_dir / "plots", evals)
     out = run_dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(_page(run_dir, pngs, records, notes, summary, evals, config_text), encoding="utf-8")

@@ -14,7 +14,7 @@ import pytest
 from longrl.cli import main as cli_main
 from longrl.errors import UserError
 from longrl.logging_backends import MetricsLogger
-from longrl.report import FIGURES, read_jsonl, series, write_report
+from longrl.report import FIGURES, panel_lines, read_jsonl, series, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -101,6 +101,56 @@ def test_missing_figures_are_skipped(tmp_path):
     assert [p.name for p in (run / "plots").glob("*.png")] == ["optim.png"]
     assert "plots/optim.png" in page and "plots/reward.png" not in page
     assert "no summary.json" in page
+
+
+def heldout_run(root: Path, iters: int = 120) -> Path:
+    """A run laid out as ``longrl.train.loop`` writes it with ``eval.every=0``: the starting policy is
+    evaluated at iteration 0 (eval.jsonl only: no RL iteration has run, so no metrics line), the
+    final policy at the last iteration (eval.jsonl, and merged into that iteration's metrics line)."""
+    run = root / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+
+    def ev(pass1: float, level_1: float) -> dict:
+        return {"eval/pass1": pass1, "eval/pass@k": pass1 + 0.2, "eval/len_mean": 90.0, "eval/len_p90": 140.0,
+                "eval/greedy": pass1 + 0.05, "eval/pass1/level_1": level_1, "eval/time_s": 3.0}
+
+    initial, final = ev(0.10, 0.30), ev(0.40, 0.80)
+    metrics = [{"iter": it, "reward/mean": 0.01 * it} | (final if it == iters else {}) for it in range(1, iters + 1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (run / "eval.jsonl").write_text("".join(json.dumps({"iter": it, **m, "reasons": {"ok": 3, "wrong": 7}}) + "\n"
+                                            for it, m in ((0, initial), (iters, final))))
+    return run
+
+
+def test_heldout_accuracy_starts_at_the_evaluation_before_rl(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    run = heldout_run(tmp_path, iters=120)
+    panel = FIGURES["accuracy.png"][0]
+    records, _ = read_jsonl(run / "metrics.jsonl")
+    evals, _ = read_jsonl(run / "eval.jsonl")
+    lines = {k: (xs, ys) for k, xs, ys in panel_lines(panel, records, evals)}
+    assert list(lines) == ["eval/pass1", "eval/greedy", "eval/pass1/level_1"]
+    assert all(xs == [0.0, 120.0] for xs, _ in lines.values())
+    assert lines["eval/pass1"][1] == [0.10, 0.40] and lines["eval/greedy"][1] == pytest.approx([0.15, 0.45])
+    # without eval.jsonl (an older run) the panel still draws what metrics.jsonl holds
+    assert [xs for _, xs, _ in panel_lines(panel, records)] == [[120.0]] * 3
+
+    drawn = []  # what the report actually hands matplotlib for the held-out panel
+    plot = Axes.plot
+
+    def spy(ax, xs, ys, **kw):
+        drawn.append((ax, kw["label"], list(xs), list(ys), kw["marker"], kw["linestyle"]))
+        return plot(ax, xs, ys, **kw)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    write_report(run)
+    held = [d for d in drawn if d[0].get_title() == panel.title]  # titles are set after the curves
+    assert [d[1] for d in held] == ["eval/pass1", "eval/greedy", "level_1"]
+    for _, _, xs, ys, marker, linestyle in held:
+        assert xs == [0.0, 120.0] and len(ys) == 2  # the gain from iteration 0, not a lone dot at 120
+        assert marker == "o" and linestyle in ("-", ":")  # points joined by a line
 
 
 def test_empty_metrics_still_make_a_page(tmp_path):
