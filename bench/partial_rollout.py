@@ -60,7 +60,7 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
 
 def run(engine, tok, prompts, budget: int | None, median: int, tokens: int, groups: int = 16, k: int = 8) -> dict:
     from longrl.models.loading import encode_prompt
-    from longrl.rollout.base import SamplingParams
+    from longrl.types import SamplingParams
 
     buf = ForcedLengthBuffer(k, 12 * median, budget, median=median)
     params = SamplingParams(temperature=1.0)

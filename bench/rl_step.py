@@ -46,8 +46,11 @@ def bench_longrl(model_dir: Path, iters: int) -> dict:
     from longrl.train.loop import make_engine
     from longrl.train.rl import Trainer
 
+    # The same work as TRL's step: every one of the 128 completions in the loss. The quickstart preset
+    # leaves responses cut at the cap out of it (rl.mask_truncated), which here trained 1,935 of 8,499
+    # tokens; GRPOTrainer's mask_truncated_completions is off by default.
     cfg = load_config(None, ["rollout.batch_prompts=16", "rollout.k=8", "rollout.max_length=64",
-                             "rl.mini_batches=1", "rl.epochs=1"])
+                             "rl.mini_batches=1", "rl.epochs=1", "rl.mask_truncated=false"])
     model, tok = load_model(model_dir)
     stream = countdown.train_prompts(0)
     pool = [next(stream) for _ in range(512)]
@@ -59,6 +62,9 @@ def bench_longrl(model_dir: Path, iters: int) -> dict:
         if i == 0:
             continue  # warm-up iteration
         tokens = m["perf/train_tokens_per_s"] * m["time/update_s"]
+        in_loss = sum(trainer.in_loss(t) for t in trainer.trained)
+        if in_loss != 128:
+            raise SystemExit(f"longrl trained {in_loss} of 128 responses: not the work TRL's step does")
         rows.append({"iter": m["time/iter_s"], "rollout": m["time/rollout_s"], "score": m["time/score_s"],
                      "update": m["time/update_s"], "gen_tokens": m["response/len_mean"] * 128,
                      "train_tokens": tokens, "flops": 6 * n_params * tokens})
@@ -130,7 +136,8 @@ def main() -> None:
         upd = ours["flops"] / ours["update"] / 1e9
         print(f"[{n}] longrl iteration: {ours['iter']:.2f} s  (rollout {ours['rollout']:.2f} s, "
               f"score {ours['score']:.3f} s, update {ours['update']:.2f} s; log pi_i comes from the engine: 0 s)")
-        print(f"    generated tokens {ours['gen_tokens']:.0f}, trained tokens {ours['train_tokens']:.0f}; "
+        print(f"    generated tokens {ours['gen_tokens']:.0f}, trained tokens {ours['train_tokens']:.0f} "
+              f"(prompt + response, all 128 responses in the loss, as in TRL's step); "
               f"update {upd:.1f} GFLOP/s = {upd / peak:.0%} of the fp32 matmul peak measured just before "
               f"({peak:.1f} GFLOP/s; 6 x params x tokens)")
         if trl:

@@ -65,7 +65,7 @@ def interleaved(fns: dict, repeats: int) -> dict:
 
 def check(engine, model) -> tuple[bool, float]:
     """Sync negated weights; does vLLM's greedy generation equal the hf engine's? Max |Δ log-prob|."""
-    from longrl.rollout.base import SamplingParams
+    from longrl.types import SamplingParams
     from longrl.rollout.hf import HFEngine
     from longrl.types import GenRequest
 

@@ -22,14 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments every config-driven verb shares: a preset or YAML file, ``--set``, ``--quiet``."""
-    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set rl.tau=0.05 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def _load(verb: str):
     return importlib.import_module(COMMANDS[verb][0])
 

@@ -8,6 +8,7 @@ written (STYLE §10).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
@@ -19,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from longrl.distributed.ray_cluster import ClusterConfig
 from longrl.errors import UserError
 from longrl.models.tiny import TinyModelConfig
 from longrl.tasks.countdown import SEARCH_ORDERS
@@ -31,13 +31,17 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class ModelConfig:
     path: str | None = None  # local Hugging Face model folder; None builds the built-in tiny model
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # used when path is None
-    dtype: str = "float32"  # parameter dtype for training; fp32 on CPU (bf16 matmul is slow there); float64 for exact checks
+    dtype: str = "float32"  # compute dtype: bfloat16 autocasts over fp32 master weights and optimizer state
+    # (longrl/models/precision.py); float32 on CPU (bf16 matmul is slow there); float64 for exact checks
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
     device: str = "auto"  # auto (a GPU when torch sees one, else CPU), cpu, cuda, cuda:N
 
     def validate(self) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
-            raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16, float16 or float64")
+        if self.dtype == "float16":
+            raise UserError("model.dtype=float16: fp16 training needs loss scaling, which longrl does not do; "
+                            "use bfloat16 (same memory and speed on GPUs since Ampere) or float32")
+        if self.dtype not in ("float32", "bfloat16", "float64"):
+            raise UserError(f"model.dtype: {self.dtype!r}; choose float32, bfloat16 or float64")
         if self.device != "auto" and self.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.device):
             raise UserError(f"model.device: {self.device!r}; choose auto, cpu, cuda or cuda:N")
         if self.path is not None and not Path(self.path).is_dir():
@@ -129,7 +133,8 @@ class RLConfig:
     token_mean: bool = False  # mirror_descent only: divide each sequence log-prob by its length (GRPO's token
     # mean per sequence; k1.5 sums over tokens). An ablation knob
     mask_truncated: bool = False  # leave responses stopped at rollout.max_length out of the loss (DAPO's
-    # overlong filtering); they still count in their group's baseline. On in the quickstart preset
+    # overlong filtering) and out of their group's mean baseline, which is over the responses kept. On in
+    # the quickstart preset
     weight_decay: float = 0.0
 
     def validate(self) -> None:
@@ -175,10 +180,15 @@ class LengthPenaltyConfig:
 @dataclass
 class SamplingConfig:
     strategy: str = "uniform"  # uniform, curriculum, prioritized, curriculum+prioritized
-    curriculum_warmup_iters: int = 0  # iterations on all prompts before the hard-only phase
+    curriculum_warmup_iters: int | None = None  # curriculum: iterations on all prompts before the hard-only
+    # phase (None: a third of rl.iterations, as this repo's curriculum runs used; 0: hard prompts from the start)
     hard_threshold: float = 0.5  # curriculum: keep prompts with difficulty >= this after warm-up
     eps: float = 0.05  # prioritized: P(i) ~ (1 - s_i) + eps
     pool_size: int = 20000  # built-in task: training prompts drawn up front for the sampler
+
+    def warmup_iters(self, iterations: int) -> int:
+        """The curriculum's all-prompts phase in iterations, given the run's ``rl.iterations``."""
+        return iterations // 3 if self.curriculum_warmup_iters is None else self.curriculum_warmup_iters
 
 
 @dataclass
@@ -192,6 +202,31 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = 20  # save every N iterations (and at the end)
     keep: int = 2  # newest checkpoints kept; older ones are pruned
+
+
+@dataclass
+class ClusterConfig:
+    """Where the workers run: a backend of :mod:`longrl.train.backends` (DESIGN §7)."""
+
+    backend: str = "local"  # local: everything in this process; ray: trainer/rollout/reward workers on Ray
+    address: str | None = None  # ray: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster
+    trainer_workers: int = 1  # data-parallel torch.distributed trainer workers (gloo on CPU, NCCL on GPU)
+    rollout_workers: int = 1  # rollout engines; each iteration's requests are split among them
+    reward_workers: int = 0  # scoring actors; 0 scores in the driver
+    cpus_per_worker: float = 1.0  # CPUs reserved for each worker (also its torch threads, at least 1)
+    gpus_per_worker: float = 0.0  # GPUs for each trainer and rollout worker; > 0 selects NCCL
+    num_cpus: int | None = None  # a local Ray instance's logical CPUs (None: this machine's cores)
+
+    def validate(self) -> None:
+        from longrl.train.backends import backend_names  # a leaf: names only, no backend is imported
+
+        if self.backend not in backend_names():
+            raise UserError(f"cluster.backend: {self.backend!r}; choose {' or '.join(backend_names())}")
+        if self.trainer_workers < 1 or self.rollout_workers < 1 or self.reward_workers < 0:
+            raise UserError("cluster.trainer_workers and cluster.rollout_workers must be >= 1, "
+                            "cluster.reward_workers >= 0")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise UserError("cluster.cpus_per_worker must be > 0 and cluster.gpus_per_worker >= 0")
 
 
 @dataclass
@@ -363,6 +398,14 @@ def load_config(config: str | None = None, overrides: list[str] | None = None) -
     cfg = build(RunConfig, tree)
     cfg.validate()
     return cfg
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments every config-driven verb shares: a preset or YAML file, ``--set``, ``--quiet``."""
+    p.add_argument("config", nargs="?", help="preset name or YAML file (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set rl.tau=0.05 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

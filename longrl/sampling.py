@@ -178,8 +178,11 @@ class PromptSampler:
             raise ValueError(f"n must be >= 0, got {n}")
         probs = self.probabilities(iteration)
         if exclude and any(i not in exclude for i in probs):  # prompts still in flight (partial rollouts)
-            total = sum(q for i, q in probs.items() if i not in exclude)
-            probs = {i: q / total for i, q in probs.items() if i not in exclude}
+            left = {i: q for i, q in probs.items() if i not in exclude}
+            total = sum(left.values())
+            # every prompt left may have weight 0 (eps 0, all solved) while the weighted ones wait in
+            # the buffer: fall back to uniform over those left, as probabilities() does
+            probs = {i: q / total for i, q in left.items()} if total > 0 else dict.fromkeys(left, 1 / len(left))
         ids = list(probs)
         p = np.fromiter(probs.values(), dtype=np.float64, count=len(ids))
         if n == 0:

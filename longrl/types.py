@@ -28,6 +28,7 @@ class Prompt:
     task: str  # name of the scorer in the reward registry (``longrl.rewards.get_scorer``)
     difficulty: float = 0.0  # in [0, 1]: level L of n maps to (L-1)/(n-1); curation: 1 - pass rate
     level: int | None = None  # the integer difficulty label, when the data has one
+    pass_rate: float | None = None  # curation's pass rate in [0, 1]: the sampler's initial success rate
     tags: dict[str, Any] = field(default_factory=dict)  # free-form metadata (source, split, ...)
 
 
@@ -47,6 +48,16 @@ class Score:
     def correct(self) -> bool:
         """A response counts as correct when it earned the full task reward."""
         return self.value >= 1.0
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How a rollout engine samples. Created by the trainer, evaluator or judge; read by the engines."""
+
+    temperature: float = 1.0  # 0 means greedy (log-probs then come from the raw logits)
+    top_p: float = 1.0  # nucleus mass kept; 1.0 keeps the full distribution
+    repeat_max_period: int = 0  # stop a sample whose last repeat_window tokens repeat a <=N-gram; 0: off
+    repeat_window: int = 64
 
 
 @dataclass

@@ -159,3 +159,14 @@ def test_mask_truncated_leaves_capped_responses_out_of_the_loss(tmp_path):
         capped += stops.count("max_length")
         assert m["update/steps"] == len(stops) - stops.count("max_length")
     assert capped > 0  # the small model runs into the 24-token cap
+
+
+def test_grpo_with_top_p_starts_at_ratio_one(tmp_path):
+    """rl.algorithm=grpo with rollout.top_p=0.5: the first step's log-ratio is 0 (it was log of the nucleus
+    mass before log pi_i was recomputed), so no negative-advantage token is clipped at step 1."""
+    sets = _sets(["rl.iterations=1", "rl.algorithm=grpo", "rollout.top_p=0.5", "rl.mini_batches=1",
+                  "rl.mask_truncated=false"])
+    r = longrl("train", *sets, "--out", str(tmp_path / "runs"), "--name", "g", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (m,) = [json.loads(x) for x in (tmp_path / "runs" / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert m["update/delta_abs"] < 1e-4

@@ -53,7 +53,7 @@ def test_cuda_device_without_a_gpu_is_refused():
     from longrl.models.loading import resolve_device
 
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
+        pytest.skip("a GPU is present; this checks the refusal on a machine without one")
     assert resolve_device("auto") == "cpu"
     with pytest.raises(UserError, match="model.device=cuda: torch sees no GPU"):
         resolve_device("cuda")

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from longrl.models import load_model
-from longrl.rollout.base import SamplingParams
 from longrl.rollout.hf import HFEngine
-from longrl.types import GenRequest
+from longrl.types import GenRequest, SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +62,27 @@ def test_logprobs_match_a_separate_forward(engine, temperature):
         torch.testing.assert_close(torch.tensor(r.logprobs), ref, atol=1e-5, rtol=0)
 
 
-def test_top_p_logprobs_are_renormalised(engine):
+@pytest.mark.parametrize("top_p", [0.5, 0.9])
+def test_top_p_logprobs_are_renormalised(engine, top_p):
+    """Every sampled token lies in the top-p nucleus of its step, and its recorded log-prob is that of the
+    nucleus renormalised: log p(t) - log(mass of the nucleus), computed here from a separate forward."""
     eng, tok = engine
-    r = eng.generate([GenRequest(_prompts(tok)[0], 8, seed=3)], SamplingParams(1.0, top_p=0.5))[0]
-    full = eng.generate([GenRequest(_prompts(tok)[0], 8, seed=3)], SamplingParams(1.0))[0]
-    # restricting to the nucleus can only raise the probability of a kept token
-    n = 0
-    while n < 8 and r.token_ids[n] == full.token_ids[n]:
-        assert r.logprobs[n] >= full.logprobs[n] - 1e-6
-        n += 1
+    p = _prompts(tok)[0]
+    res = eng.generate([GenRequest(p, 12, seed=s) for s in range(4)], SamplingParams(1.0, top_p=top_p))
+    raised = 0
+    for r in res:
+        ids = torch.tensor([p + r.token_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(eng.model(ids).logits[0, len(p) - 1 : -1].double(), dim=-1)
+        for t, (token, got) in enumerate(zip(r.token_ids, r.logprobs)):
+            probs, order = logp[t].exp().sort(descending=True)
+            kept = int(((probs.cumsum(0) - probs) < top_p).sum())  # smallest set with mass >= top_p
+            nucleus = order[:kept]
+            assert token in nucleus.tolist()
+            want = float(logp[t, token] - torch.logsumexp(logp[t, nucleus], 0))
+            assert got == pytest.approx(want, abs=1e-4)
+            raised += kept < logp.shape[-1]
+    assert raised > 0  # the nucleus was smaller than the vocabulary somewhere: the test measured something
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.0])

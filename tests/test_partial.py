@@ -7,12 +7,11 @@ import torch
 
 from longrl.errors import UserError
 from longrl.models import load_model
-from longrl.rollout.base import SamplingParams
 from longrl.rollout.hf import HFEngine
 from longrl.rollout.repetition import RepeatDetector, first_repetition
 from longrl.train.batch import Seq, micro_batches, token_logprobs
 from longrl.train.partial import ReplayBuffer, loss_start, segments, vocab_signature
-from longrl.types import GenRequest, GenResult, Prompt
+from longrl.types import GenRequest, GenResult, Prompt, SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_bad_input_in_a_worker_is_reported_as_such(cluster, tiny_model_dir):
     try:
         import vllm  # noqa: F401
 
-        pytest.skip("vLLM is installed here")
+        pytest.skip("vLLM is installed, so a worker cannot be made to fail for lack of it")
     except ImportError:
         pass
     cluster.cfg.rollout.engine = "vllm"

@@ -215,3 +215,19 @@ def test_update_validation_and_stats():
 def test_docstring_examples_run():
     result = doctest.testmod(sampling_mod)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_exclude_skips_prompts_in_flight_and_falls_back_when_all_left_weigh_zero():
+    """``exclude`` (groups waiting in the replay buffer) is never drawn while something else is eligible.
+    With eps 0 and every prompt left solved (weight 0), the draw is uniform over those left, not a
+    division by zero; when everything is excluded, the excluded ones are drawn after all."""
+    s = make("prioritized", seed=2, eps=0.0)
+    for pid in IDS[3:]:
+        s.update(pid, 4, 4)  # solved: weight 0
+    busy = set(IDS[:3])  # the only prompts with weight > 0 wait in the buffer
+    draws = [pid for it in range(20) for pid in s.sample(2, it, exclude=busy)]
+    assert not busy & set(draws)
+    assert set(draws) <= set(IDS[3:]) and len(set(draws)) > 3
+    s2 = make("uniform", seed=2)
+    assert set(s2.sample(5, 0, exclude={"p0", "p1"})).isdisjoint({"p0", "p1"})
+    assert len(s2.sample(3, 0, exclude=set(IDS))) == 3

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from longrl.errors import UserError
-from longrl.rollout.base import SamplingParams
 from longrl.rollout.repetition import first_repetition
 from longrl.rollout.vllm import request_seed, repetition_cuts
-from longrl.types import GenRequest
+from longrl.types import GenRequest, SamplingParams
 
 LOGPROB_ATOL = 1e-4  # fp32; vLLM's CPU kernels vs transformers' eager attention differ by ~1e-6
 

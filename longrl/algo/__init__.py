@@ -17,11 +17,14 @@ from longrl.algo import losses
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    # (rewards [G,k], correct [G,k], scale) -> advantages [G,k]; scale is rl.scale_rewards or scale_rewards
-    advantages: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
+    # (rewards [G,k], correct [G,k], scale, in_loss [G,k]) -> advantages [G,k]; scale is rl.scale_rewards or
+    # scale_rewards; the baseline is over the responses in the loss (in_loss), the others get 0
+    advantages: Callable[[torch.Tensor, torch.Tensor, str, torch.Tensor | None], torch.Tensor]
     # (logp, ref_logp, mask, advantages, tau, clip_eps, token_mean) -> summed loss
     loss: Callable[..., torch.Tensor]
-    uses_ref: bool = True  # needs log pi_i recorded before the first update
+    uses_ref: bool = True  # its loss reads log pi_i (recorded or recomputed before the first update)
+    per_sequence_horizon: bool = True  # its loss sums over tokens, so the batch denominator includes the
+    # horizon H; False where the loss is already a per-sequence token mean (grpo)
     scale_rewards: str | None = None  # the std the advantages are divided by unless rl.scale_rewards says
     # otherwise: none, group or batch; None where the advantages are weights (rest)
 
@@ -42,11 +45,12 @@ def _grpo_loss(logp, ref_logp, mask, adv, *, tau, clip_eps, token_mean=False):  
 _ALGORITHMS = {
     a.name: a
     for a in (
-        Algorithm("mirror_descent", lambda r, c, scale: losses.scaled_baseline(r, scale), _md_loss,
+        Algorithm("mirror_descent", lambda r, c, scale, m=None: losses.scaled_baseline(r, scale, m), _md_loss,
                   scale_rewards="none"),
-        Algorithm("rest", lambda r, c, scale: losses.best_correct_weights(r, c), _rest_loss, uses_ref=False),
-        Algorithm("grpo", lambda r, c, scale: losses.scaled_baseline(r, scale), _grpo_loss,
-                  scale_rewards="group"),
+        Algorithm("rest", lambda r, c, scale, m=None: losses.best_correct_weights(r, c, m), _rest_loss,
+                  uses_ref=False),
+        Algorithm("grpo", lambda r, c, scale, m=None: losses.scaled_baseline(r, scale, m), _grpo_loss,
+                  scale_rewards="group", per_sequence_horizon=False),
     )
 }
 

@@ -41,7 +41,9 @@ def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.
     k1.5) divides both sequence log-probs by the response length, GRPO's per-sequence token mean, so
     that every response weighs the same whatever its length. Which responses enter the sum is the
     trainer's choice: with ``rl.mask_truncated`` (on in the quickstart preset) those cut at the length
-    cap count in their group's mean reward but not here (:meth:`longrl.train.rl.Trainer.in_loss`).
+    cap are left out, and the group mean of the baseline is taken over the responses that stay in
+    (:func:`mean_baseline`'s ``mask``), so the advantages in the sum still add up to zero per group
+    (:meth:`longrl.train.rl.Trainer.baseline`).
     """
     seq = sequence_logprob(logp, mask)
     ref = sequence_logprob(ref_logp, mask)
@@ -73,31 +75,59 @@ def clipped_ratio_loss(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.T
 # ----------------------------------------------------------------------------- baselines
 
 
-def mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
-    """k1.5 baseline: A_j = r_j − mean_k(r) per group. ``rewards`` ``[G, k] -> [G, k]``. No std division."""
-    return rewards - rewards.mean(dim=-1, keepdim=True)
+def mean_baseline(rewards: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """k1.5 baseline: A_j = r_j − mean_k(r) per group. ``rewards`` ``[G, k] -> [G, k]``. No std division.
+
+    ``mask`` (bool ``[G, k]``, optional) marks the responses that enter the loss: the mean is taken
+    over those only and the others get A = 0, so the advantages in the loss sum to zero in every
+    group (a group with none in the loss gets zeros).
+
+    >>> mean_baseline(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.tensor([[True, True, False, False]])).tolist()
+    [[0.5, -0.5, 0.0, 0.0]]
+    """
+    if mask is None:
+        return rewards - rewards.mean(dim=-1, keepdim=True)
+    m = mask.to(rewards.dtype)
+    mean = (rewards * m).sum(dim=-1, keepdim=True) / m.sum(dim=-1, keepdim=True).clamp(min=1)
+    return (rewards - mean) * m
 
 
-def normalized_baseline(rewards: torch.Tensor, eps: float = 1e-4, over: str = "group") -> torch.Tensor:
+def _masked_std(rewards: torch.Tensor, mask: torch.Tensor | None, dim: int | None) -> torch.Tensor:
+    """Population std of ``rewards`` over ``mask`` (all when None), per group (``dim=-1``) or overall."""
+    if mask is None:
+        return rewards.std(unbiased=False) if dim is None else rewards.std(dim=dim, unbiased=False, keepdim=True)
+    m = mask.to(rewards.dtype)
+    keep = dim is not None
+    n = m.sum(dim=dim, keepdim=keep) if keep else m.sum()
+    n = n.clamp(min=1)
+    mean = ((rewards * m).sum(dim=dim, keepdim=keep) if keep else (rewards * m).sum()) / n
+    sq = ((rewards - mean) ** 2) * m
+    return ((sq.sum(dim=dim, keepdim=keep) if keep else sq.sum()) / n).sqrt()
+
+
+def normalized_baseline(rewards: torch.Tensor, eps: float = 1e-4, over: str = "group",
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """GRPO: A_j = (r_j − mean) / (std + eps), the population std of the group (``over="group"``)
-    or of every reward in the batch (``over="batch"``, TRL's ``scale_rewards="batch"``)."""
-    centered = mean_baseline(rewards)
-    if over == "batch":
-        return centered / (rewards.std(unbiased=False) + eps)
-    return centered / (rewards.std(dim=-1, unbiased=False, keepdim=True) + eps)
+    or of every reward in the batch (``over="batch"``, TRL's ``scale_rewards="batch"``); with
+    ``mask``, mean and std are over the responses in the loss (see :func:`mean_baseline`)."""
+    centered = mean_baseline(rewards, mask)
+    return centered / (_masked_std(rewards, mask, None if over == "batch" else -1) + eps)
 
 
-def scaled_baseline(rewards: torch.Tensor, scale: str) -> torch.Tensor:
+def scaled_baseline(rewards: torch.Tensor, scale: str, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The group-mean baseline, then divided by a std per ``scale``: none (k1.5), group (GRPO) or batch."""
-    return mean_baseline(rewards) if scale == "none" else normalized_baseline(rewards, over=scale)
+    return mean_baseline(rewards, mask) if scale == "none" else normalized_baseline(rewards, over=scale, mask=mask)
 
 
-def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+def best_correct_weights(rewards: torch.Tensor, correct: torch.Tensor,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
     """ReST: weight 1 on the best-rewarded correct sample of each group (first on ties), 0 elsewhere.
 
-    ``rewards`` float ``[G, k]``, ``correct`` bool ``[G, k]``. A group with no correct sample gets
-    no weight.
+    ``rewards`` float ``[G, k]``, ``correct`` bool ``[G, k]``, ``mask`` bool ``[G, k]`` (optional:
+    only responses in the loss are candidates). A group with no correct candidate gets no weight.
     """
+    if mask is not None:
+        correct = correct & mask
     masked = rewards.masked_fill(~correct, float("-inf"))
     best = masked.argmax(dim=-1)
     w = torch.zeros_like(rewards)

@@ -2,7 +2,8 @@
 
 Prompt rows: ``prompt`` (or ``problem``), a reference in ``answer`` (or ``reference`` / ``tests``),
 optional ``id``, ``task`` (the scorer; default ``math``), ``level`` (integer difficulty label) or
-``difficulty`` (already in [0, 1]). SFT rows: ``prompt`` and ``response``.
+``difficulty`` (already in [0, 1]), and ``pass_rate`` (curation's estimate in [0, 1]: the prioritized
+sampler's success rate of a prompt not yet tried). SFT rows: ``prompt`` and ``response``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ def _prompt_row(path: Path, default_task: str):
         diff = row.get("difficulty", 0.0)
         if not isinstance(diff, (int, float)) or not 0 <= diff <= 1:
             raise ValueError(f"'difficulty' must be a number in [0, 1], got {diff!r}")
+        rate = row.get("pass_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+            raise ValueError(f"'pass_rate' must be a number in [0, 1], got {rate!r}")
         return Prompt(id=str(row.get("id", f"{path.stem}-{line}")), text=text, reference=ref,
-                      task=str(row.get("task", default_task)), difficulty=float(diff), level=level)
+                      task=str(row.get("task", default_task)), difficulty=float(diff), level=level,
+                      pass_rate=None if rate is None else float(rate))
 
     return convert
 

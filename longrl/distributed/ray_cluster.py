@@ -23,32 +23,11 @@ import os
 import socket
 from datetime import timedelta
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 
 from longrl.errors import UserError, WorkerFailed
-
-
-@dataclass
-class ClusterConfig:
-    backend: str = "local"  # local: everything in this process; ray: trainer/rollout/reward workers on Ray
-    address: str | None = None  # ray: None starts a local Ray instance; "auto" or "HOST:PORT" joins a cluster
-    trainer_workers: int = 1  # data-parallel torch.distributed trainer workers (gloo on CPU, NCCL on GPU)
-    rollout_workers: int = 1  # rollout engines; each iteration's requests are split among them
-    reward_workers: int = 0  # scoring actors; 0 scores in the driver
-    cpus_per_worker: float = 1.0  # CPUs reserved for each worker (also its torch threads, at least 1)
-    gpus_per_worker: float = 0.0  # GPUs for each trainer and rollout worker; > 0 selects NCCL
-    num_cpus: int | None = None  # a local Ray instance's logical CPUs (None: this machine's cores)
-
-    def validate(self) -> None:
-        if self.backend not in ("local", "ray"):
-            raise UserError(f"cluster.backend: {self.backend!r}; choose local or ray")
-        if self.trainer_workers < 1 or self.rollout_workers < 1 or self.reward_workers < 0:
-            raise UserError("cluster.trainer_workers and cluster.rollout_workers must be >= 1, "
-                            "cluster.reward_workers >= 0")
-        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            raise UserError("cluster.cpus_per_worker must be > 0 and cluster.gpus_per_worker >= 0")
+from longrl.train.backends import Workers
 
 
 def require_ray():
@@ -62,7 +41,12 @@ def require_ray():
 # ----------------------------------------------------------------------------- workers (actors)
 
 
-def _threads(cpus: float) -> None:
+def _worker_setup(cpus: float) -> None:
+    """A worker process's own setup: its torch threads, and transformers' progress bars off (a
+    worker's stderr reaches the driver, which shows longrl's progress)."""
+    from longrl.models.loading import quiet_transformers
+
+    quiet_transformers()
     torch.set_num_threads(max(1, int(cpus)))
 
 
@@ -76,7 +60,7 @@ class TrainerWorker:
     """One rank of the trainer group: a full replica of the policy and its share of each mini-batch."""
 
     def __init__(self, cfg, model_dir: str, rank: int, world: int, cpus: float):
-        _threads(cpus)
+        _worker_setup(cpus)
         self.cfg, self.model_dir, self.rank, self.world = cfg, model_dir, rank, world
 
     def node(self) -> str:
@@ -93,6 +77,7 @@ class TrainerWorker:
         import torch.distributed as dist
 
         from longrl.models.loading import load_model
+        from longrl.models.precision import master_dtype
         from longrl.train.update import DataParallel
 
         # Ray hides GPUs from a worker that asked for none; with one, gradients go over NCCL and the
@@ -100,7 +85,7 @@ class TrainerWorker:
         gpu = torch.cuda.is_available()
         dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo", init_method=f"tcp://{address}",
                                 rank=self.rank, world_size=self.world, timeout=timedelta(minutes=5))
-        self.model, self.tokenizer = load_model(self.model_dir, self.cfg.model.dtype)
+        self.model, self.tokenizer = load_model(self.model_dir, master_dtype(self.cfg.model.dtype))
         self.model.to("cuda" if gpu else "cpu")
         self.dp = DataParallel(dist.group.WORLD)
         return sum(p.numel() for p in self.model.parameters())
@@ -130,7 +115,7 @@ class RolloutWorker:
     """A rollout engine on its own copy of the policy."""
 
     def __init__(self, cfg, model_dir: str, cpus: float):
-        _threads(cpus)
+        _worker_setup(cpus)
         from longrl.models.loading import load_model
         from longrl.train.loop import make_engine
 
@@ -159,7 +144,7 @@ class RolloutWorker:
 
 class RewardWorker:
     def __init__(self, cpus: float):
-        _threads(cpus)
+        _worker_setup(cpus)
         from longrl.rewards import ScoreRouter
 
         self.router = ScoreRouter()
@@ -399,3 +384,22 @@ class RayCluster:
             self.pg = None
         if self.started and ray.is_initialized():
             ray.shutdown()
+
+
+def ray_workers(cfg, model, tokenizer, start_dir) -> Workers:
+    """The ``ray`` backend (:mod:`longrl.train.backends`): trainer, rollout and reward groups on Ray.
+
+    The workers hold the working copies of the policy; the driver's stays on the CPU for checkpoints.
+    """
+    from longrl.rewards import ScoreRouter
+
+    model.to("cpu")
+    cluster = RayCluster(cfg)
+    try:
+        learner = cluster.trainer_group(start_dir)
+        engine = cluster.rollout_group(start_dir)
+        router = cluster.reward_pool() or ScoreRouter()
+    except BaseException:
+        cluster.close()
+        raise
+    return Workers(engine, router, learner, release=cluster.close)

@@ -28,10 +28,9 @@ def run(args) -> int:
     from longrl.errors import UserError
     from longrl.eval.benchmarks import load_benchmark
     from longrl.eval.runner import evaluate
-    from longrl.models.loading import load_model, resolve_device
+    from longrl.models.loading import load_model, quiet_transformers, resolve_device, stop_token_ids
     from longrl.rewards import ScoreRouter
     from longrl.rollout.hf import HFEngine
-    from longrl.train.loop import quiet_transformers
 
     if (args.bench is None) == (args.data is None):
         raise UserError("give exactly one of --bench NAME or --data FILE")
@@ -48,7 +47,7 @@ def run(args) -> int:
         prompts = prompts[: args.limit]
     model, tok = load_model(args.model)
     model.to(resolve_device())
-    engine = HFEngine(model, [tok.eos_token_id], tok.pad_token_id)
+    engine = HFEngine(model, stop_token_ids(tok, args.model), tok.pad_token_id)
     router = ScoreRouter()
     t0 = time.time()
     try:

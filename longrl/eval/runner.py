@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from longrl.rewards import ScoreRouter
-from longrl.rollout.base import SamplingParams
-from longrl.types import GenRequest, Prompt
+from longrl.types import GenRequest, Prompt, SamplingParams
 
 
 @dataclass

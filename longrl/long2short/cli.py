@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from longrl.train.loop import quiet_transformers
+    from longrl.models.loading import quiet_transformers
 
     quiet_transformers()
     if getattr(args, "threads", None):

@@ -36,10 +36,11 @@ def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temper
     prompt instead of averaged.
     """
     from longrl.eval.runner import evaluate
+    from longrl.models.loading import stop_token_ids
     from longrl.rewards import ScoreRouter
     from longrl.rollout.hf import HFEngine
 
-    engine = HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, max_batch)
+    engine = HFEngine(model, stop_token_ids(tokenizer, model), tokenizer.pad_token_id, max_batch)
     router = ScoreRouter()
     try:
         res = evaluate(engine, tokenizer, prompts, router, n=n, temperature=temperature,

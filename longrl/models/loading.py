@@ -102,10 +102,75 @@ def context_length(model) -> int:
 
 
 def encode_prompt(tokenizer, text: str, chat_template: bool = False) -> list[int]:
-    """Token ids of a prompt, wrapped as a user turn when ``chat_template`` (instruct models)."""
+    """Token ids of a prompt, wrapped as a user turn when ``chat_template`` (instruct models).
+
+    A plain prompt gets the special tokens the tokenizer adds by default (a Llama-family BOS; the
+    built-in tiny tokenizer adds none), except an EOS after it, which would end the sample before
+    it starts. A chat template writes its own special tokens into the text.
+    """
     if chat_template:
         if tokenizer.chat_template is None:
             raise UserError("model.chat_template=true but the tokenizer has no chat template")
-        return list(tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                  add_generation_prompt=True, tokenize=True))
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+        # transformers 5 returns a dict unless told otherwise (list() of it is its keys)
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+        return [int(i) for i in ids]
+    ids = list(tokenizer(text)["input_ids"])
+    if ids and ids[-1] == tokenizer.eos_token_id and not text.endswith(str(tokenizer.eos_token)):
+        ids.pop()
+    return ids
+
+
+def end_of_turn_ids(tokenizer, chat_template: bool = False) -> list[int]:
+    """What a response to train on ends with, so the model learns to stop where generation stops:
+    the tokenizer's EOS, or with ``chat_template`` the tokens the template writes after an
+    assistant message, up to its first special token (ChatML: ``<|im_end|>``, without the newline
+    that follows it)."""
+    eos = [tokenizer.eos_token_id]
+    if not chat_template:
+        return eos
+    mark = "\x00longrl-response\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}],
+                                         tokenize=False)
+    if mark not in text:
+        return eos
+    after = tokenizer(text[text.rindex(mark) + len(mark):], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    end = next((i for i, t in enumerate(after) if t in special), None)
+    return [int(t) for t in after[: end + 1]] if end is not None else eos
+
+
+def stop_token_ids(tokenizer, source=None) -> list[int]:
+    """Every token id that ends a response: the tokenizer's EOS and the model's ``eos_token_id``s.
+
+    ``source`` is a model folder (its ``config.json`` and, when present, ``generation_config.json``),
+    a loaded model (its ``config`` and ``generation_config``), or a config (object or dict). Real
+    instruct checkpoints list several: Qwen2.5-Instruct's ``generation_config.json`` has
+    ``<|im_end|>`` and ``<|endoftext|>``; the tokenizer names only the first.
+    """
+    import json
+
+    found = [tokenizer.eos_token_id]
+    if isinstance(source, (str, Path)):
+        for name in ("config.json", "generation_config.json"):
+            f = Path(source) / name
+            if f.is_file():
+                found.append(json.loads(f.read_text()).get("eos_token_id"))
+    elif isinstance(source, dict):
+        found.append(source.get("eos_token_id"))
+    elif source is not None:
+        for cfg in (getattr(source, "config", None), getattr(source, "generation_config", None), source):
+            found.append(getattr(cfg, "eos_token_id", None))
+    ids: set[int] = set()
+    for v in found:
+        ids.update(int(i) for i in (v if isinstance(v, (list, tuple)) else [v]) if i is not None)
+    return sorted(ids)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and its
+    warnings; longrl shows its own progress. Every verb calls it, and so does each Ray worker."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

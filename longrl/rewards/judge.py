@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from longrl.errors import UserError
-from longrl.types import GenRequest
+from longrl.types import GenRequest, SamplingParams
 
 JUDGE_TEMPLATE = """You are grading a student's answer to a math problem.
 Decide whether the student's FINAL answer is mathematically equivalent to the reference answer.
@@ -149,8 +149,6 @@ class EngineJudgeBackend:
     """A judge on a rollout engine: chat template (when the tokenizer has one), greedy decoding."""
 
     def __init__(self, engine: Any, tokenizer: Any, *, max_new_tokens: int = 2048, temperature: float = 0.0):
-        from longrl.rollout.base import SamplingParams
-
         self.engine = engine
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens

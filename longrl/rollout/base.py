@@ -9,20 +9,11 @@ log-probs of the *sampling* distribution (logits / temperature, top-p renormalis
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from longrl.types import GenRequest, GenResult
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0  # 0 means greedy (log-probs then come from the raw logits)
-    top_p: float = 1.0  # nucleus mass kept; 1.0 keeps the full distribution
-    repeat_max_period: int = 0  # stop a sample whose last repeat_window tokens repeat a <=N-gram; 0: off
-    repeat_window: int = 64
+from longrl.types import GenRequest, GenResult, SamplingParams
 
 
 class RolloutEngine(Protocol):

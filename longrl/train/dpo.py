@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from longrl.algo.losses import dpo_loss
 from longrl.errors import UserError
-from longrl.models.loading import encode_prompt
+from longrl.models.loading import encode_prompt, end_of_turn_ids
 from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
 
 
@@ -48,7 +48,7 @@ class DPOConfig:
 class PairSet:
     """Distinct sequences and the pairs over them. Built by :func:`encode_pairs`, read by :func:`run_dpo`."""
 
-    seqs: list[Seq]  # prompt + response + EOS, loss on the response; ``index`` = position here
+    seqs: list[Seq]  # prompt + response + end-of-turn, loss on the response; ``index`` = position here
     pairs: list[tuple[int, int]]  # (chosen, rejected) indices into ``seqs``
 
 
@@ -57,12 +57,13 @@ def encode_pairs(tokenizer, rows: Sequence[tuple[str, str, str]], max_len: int, 
     """(prompt, chosen, rejected) texts -> distinct sequences encoded as SFT encodes them."""
     ids: dict[tuple[str, str], int] = {}
     seqs: list[Seq] = []
+    end = end_of_turn_ids(tokenizer, chat_template)
 
     def seq(prompt: str, response: str, row: int) -> int:
         key = (prompt, response)
         if key not in ids:
             p = encode_prompt(tokenizer, prompt, chat_template)
-            r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            r = tokenizer(response, add_special_tokens=False)["input_ids"] + end
             if len(p) + len(r) > max_len:
                 raise UserError(f"{source}: pair {row + 1} has a sequence of {len(p) + len(r)} tokens, "
                                 f"longer than the model's context of {max_len}")

@@ -24,23 +24,19 @@ from longrl.models.loading import (
     context_length,
     encode_prompt,
     load_model,
+    quiet_transformers,
     resolve_device,
     save_model,
+    stop_token_ids,
     tiny_architecture,
 )
+from longrl.models.precision import autocast_dtype, master_dtype
 from longrl.rewards import ScoreRouter
 from longrl.rollout.hf import HFEngine
 from longrl.tasks import countdown
 from longrl.train import checkpoint as ckpt
+from longrl.train.backends import Workers, make_workers
 from longrl.types import Prompt
-
-
-def quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -109,12 +105,12 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
             build_tiny_model(tmp, cfg.model.tiny, task_corpus())
             model, tok = load_model(tmp)
         else:
-            model, tok = load_model(cfg.model.path, cfg.model.dtype)
+            model, tok = load_model(cfg.model.path, master_dtype(cfg.model.dtype))
         model.to(resolve_device(cfg.model.device))
         seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
         if progress:
             print(f"SFT warm-up: {len(seqs)} examples from {source}")
-        stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress)
+        stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress, dtype=cfg.model.dtype)
         save_model(model, tok, tmp, extra={"stage": "sft", "sft": stats, "base": cfg.model.path or "tiny",
                                            "sft_config": asdict(cfg.sft)})
     except BaseException:
@@ -146,30 +142,20 @@ def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
 def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None = None):
     """The rollout engine ``rollout.engine`` names, on ``model`` (hf) or on the weights in ``model_dir``."""
     if cfg.rollout.engine == "hf":
-        return HFEngine(model, [tokenizer.eos_token_id], tokenizer.pad_token_id, cfg.rollout.max_batch)
+        return HFEngine(model, stop_token_ids(tokenizer, model_dir or model), tokenizer.pad_token_id,
+                        cfg.rollout.max_batch, autocast=autocast_dtype(cfg.model.dtype))
     from longrl.rollout.vllm import VLLMEngine
 
     if model_dir is None:
         raise ValueError("the vllm engine loads its weights from a model folder; pass model_dir")
-    return VLLMEngine(model_dir, [tokenizer.eos_token_id], seed=cfg.seed, dtype=cfg.model.dtype,
+    return VLLMEngine(model_dir, stop_token_ids(tokenizer, model_dir), seed=cfg.seed, dtype=cfg.model.dtype,
                       max_batch=cfg.rollout.max_batch)
 
 
-def make_workers(cfg: RunConfig, model, tokenizer, start_dir: Path):
-    """(engine, scorer, learner, cluster): in this process, or as Ray worker groups (``cluster.backend``)."""
-    if cfg.cluster.backend == "local":
-        return make_engine(cfg, model, tokenizer, start_dir), ScoreRouter(), None, None
-    from longrl.distributed.ray_cluster import RayCluster
-
-    cluster = RayCluster(cfg)
-    try:
-        learner = cluster.trainer_group(start_dir)
-        engine = cluster.rollout_group(start_dir)
-        router = cluster.reward_pool() or ScoreRouter()
-    except BaseException:
-        cluster.close()
-        raise
-    return engine, router, learner, cluster
+def local_workers(cfg: RunConfig, model, tokenizer, start_dir: Path) -> Workers:
+    """The ``local`` backend (:mod:`longrl.train.backends`): engine, scorer and updates in this process."""
+    model.to(resolve_device(cfg.model.device))
+    return Workers(make_engine(cfg, model, tokenizer, start_dir), ScoreRouter())
 
 
 # ----------------------------------------------------------------------------- the run
@@ -219,14 +205,12 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another run.name")
         last = None
         start_dir = warm_model_dir(cfg, progress)
-    model, tok = load_model(start_dir, cfg.model.dtype)
+    model, tok = load_model(start_dir, master_dtype(cfg.model.dtype))  # fp32 master weights under bf16
     check_architecture(model, *expected_architecture(cfg), checkpoint=start_dir)
-    # on Ray the workers hold the working copies; the driver's stays on the CPU for checkpoints
-    model.to("cpu" if cfg.cluster.backend == "ray" else resolve_device(cfg.model.device))
     ctx = context_length(model)
     check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
     check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
-    engine, router, learner, cluster = make_workers(cfg, model, tok, start_dir)
+    workers = make_workers(cfg, model, tok, start_dir)  # also places the driver's model on its device
 
     try:
         # Inputs are valid: from here on the run directory is written.
@@ -234,7 +218,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         if resume_dir is None:
             ckpt.write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
         run = Run(cfg, run_dir, resume_dir is not None, progress)
-        trainer = Trainer(cfg, model, tok, engine, pool, router, learner=learner)
+        trainer = Trainer(cfg, model, tok, workers.engine, pool, workers.router, learner=workers.learner)
         summary: dict = {}
         if last is not None:
             state = ckpt.load_state(last)
@@ -246,7 +230,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             _truncate_jsonl(run_dir / "rollouts.jsonl", trainer.iteration)
         logger = MetricsLogger(run_dir, ["jsonl", *cfg.loggers], config=to_dict(cfg))
     except BaseException:
-        _close_workers(engine, router, cluster)
+        workers.close()
         raise
     t_start = time.time()
     try:
@@ -285,7 +269,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         bar.close()
     finally:
         logger.close()
-        _close_workers(engine, router, cluster)
+        workers.close()
     summary.update(_summary(summary, cfg, time.time() - t_start))
     ckpt.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     write_report(run_dir)
@@ -294,19 +278,6 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             print(_fmt_eval("final", summary["final"]))
         print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
     return run_dir
-
-
-def _close_workers(engine, router, cluster) -> None:
-    """Close the scorer, the engine (vLLM: its engine core) and the Ray workers, each even if one fails."""
-    try:
-        router.close()
-    finally:
-        try:
-            if hasattr(engine, "close"):
-                engine.close()
-        finally:
-            if cluster is not None:
-                cluster.close()
 
 
 def _summary(summary: dict, cfg: RunConfig, seconds: float) -> dict:

@@ -19,12 +19,11 @@ from longrl.config import RunConfig
 from longrl.models.loading import encode_prompt
 from longrl.rewards import ScoreRouter
 from longrl.rewards.length import length_penalty_weight, length_rewards
-from longrl.rollout.base import SamplingParams
 from longrl.sampling import PromptSampler
 from longrl.train.batch import Seq
 from longrl.train.partial import ReplayBuffer, loss_start, vocab_signature
 from longrl.train.update import UpdateStats, iteration_update, response_lr_scale
-from longrl.types import Prompt, Trajectory
+from longrl.types import Prompt, SamplingParams, Trajectory
 
 
 class Trainer:
@@ -42,16 +41,20 @@ class Trainer:
         self.iteration = iteration
         s = cfg.sampling
         self.sampler = PromptSampler(prompts, strategy=s.strategy, seed=cfg.seed,
-                                     curriculum_warmup_iters=s.curriculum_warmup_iters,
-                                     hard_threshold=s.hard_threshold, eps=s.eps)
+                                     curriculum_warmup_iters=s.warmup_iters(cfg.rl.iterations),
+                                     hard_threshold=s.hard_threshold, eps=s.eps,
+                                     initial_success={p.id: p.pass_rate for p in prompts if p.pass_rate is not None})
         self._encoded: dict[str, list[int]] = {}
         r, pc = cfg.rollout, cfg.partial
         self.buffer = ReplayBuffer(r.k, r.max_length, pc.budget_for(r.max_length), pc.max_staleness)
         self.signature = vocab_signature(tokenizer, model)
         self.trained: list[Trajectory] = []  # the trajectories of the last update, for the rollout log
         self.learner = learner  # a Ray trainer group, or None: update in this process
-        # log pi_i must be recomputed when the engine's log-probs are not the trainer's own numbers
-        self.recompute = cfg.partial.enabled or cfg.rollout.engine != "hf"
+        # log pi_i must be recomputed when the engine's log-probs are not the trainer's own numbers: older
+        # policies' tokens (partial rollouts), another engine, or top-p's renormalised nucleus (the loss is of
+        # the full softmax) -- and only for an update rule that reads log pi_i
+        self.recompute = self.algo.uses_ref and (cfg.partial.enabled or cfg.rollout.engine != "hf"
+                                                 or cfg.rollout.top_p < 1)
 
     # ------------------------------------------------------------------ one iteration (k1.5 §2.3)
 
@@ -131,10 +134,17 @@ class Trainer:
                     t.reward += self.cfg.rollout.repeat_penalty
 
     def baseline(self, trajs: list[Trajectory]) -> None:
+        """Advantages per group (k1.5 §2.3.2: r_j − mean r). The mean is over the responses that enter
+        the loss: with ``rl.mask_truncated`` the responses cut at the cap get A = 0, and the others are
+        centred among themselves, so the advantages in the loss sum to zero in every group. (Centring on
+        the mean of all k would push the finished responses of a group up whenever the cut ones score
+        lower — with the length penalty on, 4 finished wrong answers beside 4 cut ones got +0.25 each.)"""
         groups = _groups(trajs)
         rewards = torch.tensor([[t.reward for t in g] for g in groups])
         correct = torch.tensor([[t.score.correct for t in g] for g in groups])
-        adv = self.algo.advantages(rewards, correct, self.cfg.rl.scale_rewards or self.algo.scale_rewards)
+        kept = torch.tensor([[self.kept(t) for t in g] for g in groups])
+        adv = self.algo.advantages(rewards, correct, self.cfg.rl.scale_rewards or self.algo.scale_rewards,
+                                   None if bool(kept.all()) else kept)
         for g, row in zip(groups, adv.tolist()):
             for t, a in zip(g, row):
                 t.advantage = a
@@ -162,12 +172,16 @@ class Trainer:
         return iteration_update(self.model, seqs, versions, self.cfg, self.iteration,
                                 self.tokenizer.pad_token_id, self.recompute, lr_scale=lr_scale)
 
+    def kept(self, t: Trajectory) -> bool:
+        """Whether a trajectory may enter the loss and the baseline: ``rl.mask_truncated`` leaves out the
+        responses cut at ``rollout.max_length`` (a search not finished yet is not a wrong answer)."""
+        return not (self.cfg.rl.mask_truncated and t.stop_reason == "max_length")
+
     def in_loss(self, t: Trajectory) -> bool:
-        """Whether a scored trajectory enters the loss: `rest` drops its zero-weight samples, and
-        ``rl.mask_truncated`` drops responses cut at ``rollout.max_length`` (they stay in the baseline)."""
+        """Whether a scored trajectory enters the loss: the kept ones, less `rest`'s zero-weight samples."""
         if self.algo.name == "rest" and t.advantage <= 0:
             return False
-        return not (self.cfg.rl.mask_truncated and t.stop_reason == "max_length")
+        return self.kept(t)
 
     def switch(self, to: str) -> dict[str, float]:
         """Hybrid deployment (``rollout.placement=colocated``): the engine's ``wake`` before a rollout

@@ -11,17 +11,24 @@ from tqdm.auto import tqdm
 
 from longrl.config import SFTConfig
 from longrl.errors import UserError
-from longrl.models.loading import encode_prompt
+from longrl.models.loading import encode_prompt, end_of_turn_ids
+from longrl.models.precision import autocast_dtype, compute_context
 from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
 
 
 def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_len: int,
                     chat_template: bool = False, source: str = "data") -> list[Seq]:
-    """(prompt, response) pairs -> sequences ``prompt + response + EOS`` with the loss on the response."""
+    """(prompt, response) pairs -> sequences ``prompt + response + end`` with the loss on the response.
+
+    The prompt is encoded as rollouts encode it (:func:`encode_prompt`: the chat template, or the
+    tokenizer's BOS); the response without special tokens, then the end-of-turn token generation
+    stops at (:func:`end_of_turn_ids`: the template's, e.g. ``<|im_end|>``, else EOS).
+    """
     out = []
+    end = end_of_turn_ids(tokenizer, chat_template)
     for i, (prompt, response) in enumerate(examples):
         p = encode_prompt(tokenizer, prompt, chat_template)
-        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + end
         if len(p) + len(r) > max_len:
             raise UserError(f"{source}: example {i + 1} is {len(p) + len(r)} tokens, longer than the "
                             f"model's context of {max_len}")
@@ -52,8 +59,9 @@ def _step_batches(seqs: list[Seq], batch_tokens: int, rng: random.Random) -> lis
 
 
 def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
-            progress: bool = True) -> dict[str, float]:
-    """Train ``model`` in place; returns the final smoothed loss and throughput."""
+            progress: bool = True, dtype: str = "float32") -> dict[str, float]:
+    """Train ``model`` in place; returns the final smoothed loss and throughput. ``dtype`` is the
+    compute dtype (``model.dtype``): bfloat16 autocasts over the model's fp32 weights."""
     import time
 
     rng = random.Random(seed)
@@ -75,7 +83,8 @@ def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
         denom = sum(float(b.loss_mask.sum()) for b in batches)
         total = 0.0
         for b in batches:
-            loss = -token_logprobs(model, b).sum() / denom
+            with compute_context(autocast_dtype(dtype), dev):
+                loss = -token_logprobs(model, b).sum() / denom
             loss.backward()
             total += loss.item()
             tokens += b.num_tokens

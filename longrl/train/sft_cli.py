@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    from longrl.cli import add_config_arguments
+    from longrl.config import add_config_arguments
 
     add_config_arguments(p)
     p.add_argument("--data", help="JSONL of {prompt, response} pairs (default: built-in countdown traces)")
@@ -31,7 +31,8 @@ def run(args) -> int:
     overrides.append(f"sft.warm_dir={out}")
     overrides.append("sft.enabled=true")
     cfg = load_config(args.config, overrides)
-    from longrl.train.loop import quiet_transformers, warm_model_dir
+    from longrl.models.loading import quiet_transformers
+    from longrl.train.loop import warm_model_dir
 
     quiet_transformers()
     path = warm_model_dir(cfg, progress=not args.quiet)

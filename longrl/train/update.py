@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
+from longrl.models.precision import autocast_dtype, compute_context
 from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
 
 
@@ -99,6 +101,24 @@ class DataParallel:
         return out
 
 
+@contextmanager
+def policy_forward(model, dtype: str):
+    """The mode of every forward pass of the RL update and of log π_i: eval mode and ``dtype``'s autocast.
+
+    Eval mode turns dropout off (as TRL's ``disable_dropout`` and the DPO path here): with dropout a
+    checkpoint such as GPT-2's would see noisy log-probs, and Δ ≠ 0 at the first step. It is also
+    the mode the hf engine samples in, so the recorded log-probs and the trainer's use the same
+    kernels. Gradients flow as in train mode.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with compute_context(autocast_dtype(dtype), model_device(model)):
+            yield
+    finally:
+        model.train(was_training)
+
+
 def iteration_lr(rl, iteration: int) -> float:
     """The learning rate of ``iteration``: ``rl.lr``, or a cosine from it to ``rl.lr_final`` over the run."""
     if rl.lr_final is None:
@@ -149,7 +169,6 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
         return stats
     opt = fresh_optimizer(model, rl, stats.lr)
     rng = random.Random(f"update-{cfg.seed}-{iteration}")  # the same order on every rank
-    model.train()
     delta_sum = delta_n = 0.0
     for _ in range(rl.epochs):
         order = list(range(len(seqs)))
@@ -176,18 +195,22 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
                    stats: UpdateStats, note_mismatch: bool = False) -> tuple[float, float, int]:
     """Accumulate the gradient of one mini-batch's loss into ``.grad``, summed over all ranks.
 
-    The loss is divided by ``len(mb_seqs) x H`` (the whole mini-batch, not this rank's share).
+    The loss is divided by ``len(mb_seqs) x H`` (the whole mini-batch, not this rank's share), H the
+    horizon where the loss sums over tokens; a loss that is already a per-sequence token mean (grpo,
+    ``rl.token_mean``) is divided by the sequence count only.
     Returns (the mini-batch loss, the sum and count of per-sequence |log pi - log pi_i|).
     """
     rl = cfg.rl
     algo = get_algorithm(rl.algorithm)
-    denom = len(mb_seqs) * (rl.horizon or cfg.rollout.max_length)
+    sums_tokens = algo.per_sequence_horizon and not rl.token_mean
+    denom = len(mb_seqs) * ((rl.horizon or cfg.rollout.max_length) if sums_tokens else 1)
     local = dp.shard(mb_seqs)
     total = torch.zeros((), dtype=torch.float64)
     delta_sum, delta_n = 0.0, 0
     dev = model_device(model)
     for b in micro_batches(local, micro_batch_budget(rl.micro_batch_tokens, dev), pad_id, dev) if local else []:
-        logp = token_logprobs(model, b, cfg.rollout.temperature)
+        with policy_forward(model, cfg.model.dtype):
+            logp = token_logprobs(model, b, cfg.rollout.temperature)
         if note_mismatch:
             stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
         loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps,
@@ -219,14 +242,11 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
     fresh: dict[int, list[float]] = {}
     old_sum, old_n = 0.0, 0
     mine = dp.shard(seqs)
-    was_training = model.training
-    # the same mode as the update's forward passes, so that at the first step log pi_theta equals
-    # log pi_i exactly (eval mode picks other attention kernels: ~1e-4 per sequence). RL runs
-    # without dropout (LLM configs set it to 0), so the mode changes nothing else.
-    model.train()
     dev = model_device(model)
     for b in micro_batches(mine, micro_batch_budget(cfg.rl.micro_batch_tokens, dev), pad_id, dev) if mine else []:
-        logp = token_logprobs(model, b, cfg.rollout.temperature).cpu()
+        # the update's own mode and precision, so that at its first step log pi_theta equals log pi_i exactly
+        with policy_forward(model, cfg.model.dtype):
+            logp = token_logprobs(model, b, cfg.rollout.temperature).cpu()
         for row, idx in enumerate(b.index.tolist()):
             s = by_index[idx]
             new = logp[row, s.loss_start - 1 : len(s.ids) - 1]
@@ -237,7 +257,6 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
             old_n += int((~current).sum())
             stats.note_mismatch(new[current], old[current], torch.ones(int(current.sum())))
             fresh[idx] = new.tolist()
-    model.train(was_training)
     for part in dp.gather(fresh):
         for idx, ref in part.items():
             by_index[idx].ref_logp = ref
