@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from longrl.types import Prompt
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None,
                                  reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
-needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: apt-get install g++")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -264,6 +265,28 @@ def test_remote_errors_surface_at_construction(server):
         CodeScorer(url=f"http://127.0.0.1:{port}")
     with pytest.raises(UserError, match="needs a token"):
         make_server(None, "0.0.0.0", 0, token=None)  # refused before anything binds
+
+
+def test_remote_hash_collision_reply_is_bounded_on_both_sides(server):
+    # The candidate swaps the stub's reply encoder for a set of 30,000 ints that all hash to 0
+    # (under the 1 MiB output cap): the server must refuse to rebuild it (before the fix the server
+    # and then the client each spent seconds per call on it; 100,000 took 137 s).
+    from longrl.rewards.code import CodeScorer
+
+    attack = ("import sys\nM = (1 << 61) - 1\n"
+              "REPLY = {'set': [{'int': format(k * M, 'x')} for k in range(1, 30001)]}\n"
+              "sys._getframe(1).f_globals['encode_value'] = lambda value: REPLY\n"
+              "def sq(x):\n    return x * x\n")
+    ref = {"test": "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n",
+           "entry_point": "sq"}
+    s = CodeScorer(url=server, token="s3cret", concurrency=1, time_limit=1.0)
+    t = time.monotonic()
+    (res,) = s([Prompt(id="q", text="", reference=ref, task="code")], [fenced(attack)])
+    elapsed = time.monotonic() - t
+    s.close()
+    assert elapsed < 10, f"scoring took {elapsed:.1f} s"
+    assert (res.value, res.parts["verdicts"]) == (0.0, ["runtime_error", "runtime_error"]), res
+    assert "collide" in res.parts["detail"]
 
 
 # ------------------------------------------------------------------------------ CLI

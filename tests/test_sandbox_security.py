@@ -272,6 +272,27 @@ def test_honest_solution_passes_the_same_harness(scorer):
     assert (s.value, s.reason, s.parts["verdicts"]) == (1.0, "ok", ["ok", "ok"])  # `assert True` is no case
 
 
+def _collision_attack(n: int) -> str:
+    """A candidate that swaps the stub's reply encoder (the stub's globals are its caller's frame's)
+    for one that answers a set of ``n`` ints whose hashes are all 0 (hash(k * (2**61 - 1)) == 0):
+    rebuilding it costs n**2 / 2 equality tests (100,000 of them: 67-143 s, per call)."""
+    return ("import sys\nM = (1 << 61) - 1\n"
+            f"REPLY = {{'set': [{{'int': format(k * M, 'x')}} for k in range(1, {n + 1})]}}\n"
+            "sys._getframe(1).f_globals['encode_value'] = lambda value: REPLY\n"
+            "def add(a, b):\n    return a + b\n")
+
+
+@pytest.mark.parametrize("n", [30_000, 100_000], ids=["under the output cap", "over the output cap"])
+def test_hash_collision_reply_cannot_stall_the_grader(scorer, n):
+    t = time.monotonic()
+    s = score(scorer, _collision_attack(n), HE_REF)
+    elapsed = time.monotonic() - t
+    assert elapsed < 10, f"scoring took {elapsed:.1f} s"
+    # under the cap the parent refuses to rebuild the set; over it the reply is never read
+    assert_contained(s, "runtime_error" if n == 30_000 else "output_limit")
+    assert "collide" in s.parts["detail"] if n == 30_000 else s.parts["detail"], s
+
+
 def test_timeout_in_function_test_skips_the_rest(scorer):
     s = score(scorer, "def add(a, b):\n    while True: pass", HE_REF)
     assert s.parts["verdicts"] == ["timeout", "not_run", "not_run"], s  # `assert True` was not run either
@@ -290,14 +311,14 @@ CPP_CASES = [
 ]
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: apt-get install g++")
 @pytest.mark.parametrize("name, code, reasons", CPP_CASES, ids=[c[0] for c in CPP_CASES])
 def test_cpp_attacks_are_contained(scorer, name, code, reasons):
     ref = {**ECHO_REF, "time_limit": 2}
     assert_contained(score(scorer, code, ref, lang="cpp"), *reasons)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: apt-get install g++")
 def test_compile_bomb_is_contained(scorer):
     # the compiler reads an endless include until the compile's 1 GiB memory cgroup stops it
     s = score(scorer, '#include "/dev/zero"\nint main(){}', lang="cpp")

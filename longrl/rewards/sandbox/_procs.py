@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from longrl.rewards.sandbox.executor import Limits
 
 _MAX_FRAME = 16 << 20  # a reply frame larger than this is a protocol violation (output_limit)
+# (function-call replies are capped lower, at the run's output cap: see RpcSession)
 
 
 class _Cgroup:
@@ -139,9 +140,12 @@ class _Proc:
         self.ready = False
 
     # --- reading -------------------------------------------------------------------------
-    def pump(self, deadline: float, output_cap: int, want_frame: bool) -> dict | None:
+    def pump(self, deadline: float, output_cap: int, want_frame: bool,
+             frame_cap: int = _MAX_FRAME) -> dict | None:
         """Read the pipes until a full reply frame (``want_frame``), or all pipes close, or the
-        deadline. Returns the frame's ``(head, payload)`` head with payload under ``_payload``."""
+        deadline. Returns the frame's ``(head, payload)`` head with payload under ``_payload``.
+        A frame announcing more than ``frame_cap`` bytes raises :class:`_Protocol` as soon as its
+        8-byte header is in, before the rest is read."""
         sel = selectors.DefaultSelector()
         fds = {"out": self.popen.stdout.fileno(), "err": self.popen.stderr.fileno(), "rep": self.replies_r}
         try:
@@ -150,7 +154,7 @@ class _Proc:
                     sel.register(fd, selectors.EVENT_READ, k)
             while True:
                 if want_frame:
-                    frame = self._take_frame()
+                    frame = self._take_frame(frame_cap)
                     if frame is not None:
                         return frame
                 if not any(self.open.values()):
@@ -205,17 +209,20 @@ class _Proc:
         finally:
             sel.close()
 
-    def _take_frame(self) -> dict | None:
+    def _take_frame(self, frame_cap: int = _MAX_FRAME) -> dict | None:
         b = self.buf["rep"]
         if len(b) < 8:
             return None
         hl, pl = int.from_bytes(b[:4], "big"), int.from_bytes(b[4:8], "big")
-        if hl + pl > _MAX_FRAME:
+        if hl + pl > min(frame_cap, _MAX_FRAME):
             self.overflow = True
             raise _Protocol("reply frame too large")
         if len(b) < 8 + hl + pl:
             return None
-        head = json.loads(bytes(b[8 : 8 + hl]))
+        try:
+            head = json.loads(bytes(b[8 : 8 + hl]))
+        except RecursionError:  # "[[[[..." deeper than the JSON reader's recursion limit
+            raise _Protocol("reply frame nested too deeply") from None
         if not isinstance(head, dict):
             raise _Protocol("reply frame is not an object")
         head["_payload"] = bytes(b[8 + hl : 8 + hl + pl])

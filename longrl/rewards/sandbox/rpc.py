@@ -1,5 +1,12 @@
 """Function-call sessions: Python code loaded once in a sandbox process, its functions called
-with plain values from the trusted parent (used by the assert-style harness)."""
+with plain values from the trusted parent (used by the assert-style harness).
+
+A reply is untrusted data read in the trusted process, so reading it is bounded twice: its frame
+may not exceed the run's output cap (``Limits.output_bytes``; a larger one is ``output_limit``),
+and decoding it must end by the call's deadline, or ``_DECODE_GRACE_S`` after the reply arrived
+if that is later (past it: ``timeout``, and the process is killed). See ``_codec`` for the hash
+collisions that once made one reply cost minutes to decode.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,13 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from longrl.rewards.sandbox._procs import _Protocol
+from longrl.rewards.sandbox._procs import _MAX_FRAME, _Protocol
 from longrl.rewards.sandbox.executor import Limits, RunResult, _Cell, _status
 
 if TYPE_CHECKING:
     from longrl.rewards.sandbox.executor import Sandbox
+
+_DECODE_GRACE_S = 0.5  # a reply that arrives in time always gets this long to be decoded
 
 
 class CallFailed(Exception):
@@ -64,18 +73,24 @@ class RpcSession:
             self.proc.send({"id": nonce, "fn": fn, "args": encode_value(tuple(args))})
         except BrokenPipeError:
             pass
-        frame = self._expect(nonce, "id", deadline or time.monotonic() + self.lim.time_s)
+        deadline = deadline or time.monotonic() + self.lim.time_s
+        frame = self._expect(nonce, "id", deadline)
         if "error" in frame:
             raise CallFailed("runtime_error", str(frame["error"])[:500], fatal=False)
         try:
-            return decode_value(frame.get("value"))
+            return decode_value(frame.get("value"), max(deadline, time.monotonic() + _DECODE_GRACE_S))
+        except TimeoutError:
+            self._finish("timeout")
+            raise CallFailed("timeout", "no answer in time: reading the return value ran past the deadline",
+                             fatal=True) from None
         except (ValueError, TypeError, RecursionError, MemoryError) as e:
             raise CallFailed("runtime_error", f"unreadable return value: {e}", fatal=False) from None
 
     def _expect(self, nonce: str, key: str, deadline: float) -> dict:
         while True:
             try:
-                frame = self.proc.pump(deadline, self.lim.output_bytes, want_frame=True)
+                frame = self.proc.pump(deadline, self.lim.output_bytes, want_frame=True,
+                                       frame_cap=min(_MAX_FRAME, self.lim.output_bytes))
             except (_Protocol, ValueError):
                 self.proc.overflow = True
                 frame = None

@@ -15,7 +15,9 @@ JSON in and out:
 * ``POST /session`` ``{"code", ...}`` -> ``{"id"}``: a function-call session (assert-style tests);
   ``POST /session/call`` ``{"id", "fn", "args", "timeout"}`` -> ``{"value"}`` or ``{"failed":
   verdict, "message", "fatal"}``; ``POST /session/close`` ``{"id"}``. Values travel in the
-  tagged-JSON encoding of ``_codec``; a session idle for 120 s is closed by the server.
+  tagged-JSON encoding of ``_codec``; a session idle for 120 s is closed by the server. Both
+  sides decode values under the call's deadline (see ``rpc``): the server the sandbox's reply, the
+  client the server's answer, so a reply built to be slow to decode stalls neither.
 
 It binds 127.0.0.1 by default; binding any other address requires a token, sent by clients as
 ``Authorization: Bearer <token>`` (compared in constant time). Standard-library ``http.server``
@@ -40,7 +42,7 @@ from typing import Any
 from longrl.errors import UserError
 from longrl.rewards.sandbox._codec import decode_value, encode_value
 from longrl.rewards.sandbox.executor import Limits, RunResult, Sandbox, check_language
-from longrl.rewards.sandbox.rpc import CallFailed
+from longrl.rewards.sandbox.rpc import _DECODE_GRACE_S, CallFailed
 
 MAX_BODY = 64 << 20  # bytes per request: code plus the inputs of one response's cases
 SESSION_IDLE_S = 120.0  # a session nobody called for this long is closed (its client is gone)
@@ -124,9 +126,13 @@ def make_handler(sb: Sandbox, token: str | None) -> type[BaseHTTPRequestHandler]
         if path == "/session/call":
             session = sessions.get(str(req.get("id")))
             timeout = min(float(req.get("timeout", sb.cfg.limits.time_s)), 600.0)
+            deadline = time.monotonic() + timeout
             try:
-                value = session.call(str(req["fn"]), tuple(decode_value(req.get("args", []))),
-                                     time.monotonic() + timeout)
+                args = tuple(decode_value(req.get("args", []), deadline))
+            except TimeoutError:
+                raise ValueError("the call's arguments took past its deadline to read") from None
+            try:
+                value = session.call(str(req["fn"]), args, deadline)
                 return {"value": encode_value(value)}
             except CallFailed as e:
                 if e.fatal:
@@ -311,16 +317,20 @@ class RemoteSession:
     def call(self, fn: str, args: tuple, deadline: float | None = None) -> Any:
         if self.closed:
             raise CallFailed("runtime_error", "the sandbox process has exited", fatal=True)
-        timeout = (deadline - time.monotonic()) if deadline else self.limits.time_s
+        deadline = deadline or time.monotonic() + self.limits.time_s
         d = self.client._post("/session/call", {"id": self.sid, "fn": fn, "args": encode_value(tuple(args)),
-                                                "timeout": max(0.01, timeout)})
+                                                "timeout": max(0.01, deadline - time.monotonic())})
         if "failed" in d:
             if d.get("fatal"):
                 self.closed = True
             raise CallFailed(str(d["failed"]), str(d.get("message", ""))[:500], fatal=bool(d.get("fatal")))
         try:
-            return decode_value(d.get("value"))
-        except (ValueError, TypeError, RecursionError) as e:
+            return decode_value(d.get("value"), max(deadline, time.monotonic() + _DECODE_GRACE_S))
+        except TimeoutError:
+            self.close()
+            raise CallFailed("timeout", "no answer in time: reading the return value ran past the deadline",
+                             fatal=True) from None
+        except (ValueError, TypeError, RecursionError, MemoryError) as e:
             raise CallFailed("runtime_error", f"unreadable return value: {e}", fatal=False) from None
 
     def close(self) -> None:
