@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -199,3 +201,27 @@ def test_a_forked_copy_does_not_stop_the_parents_workers():
         os.waitpid(pid, 0)
         assert [o.status for o in pool.run([("2", "2")])] == ["ok"]
         assert pool.restarts == 0
+
+
+# A script read on stdin has ``__main__.__file__ == "<stdin>"``: multiprocessing used to tell every
+# forkserver/spawn worker to re-run that "file", so each died before it started and the pool blamed
+# math-verify or memory_mb. Workers must not need the parent's main module at all.
+STDIN_SCRIPT = """
+from longrl.rewards.math import MathScorer
+from longrl.rewards.math_pool import VerifyPool
+from longrl.types import Prompt
+
+with MathScorer(timeout=30, workers=1) as scorer:
+    (score,) = scorer([Prompt(id="p", text="2+2?", reference="4", task="math")], ["so \\\\boxed{4}"])
+with VerifyPool(workers=1, timeout=30, start_method="spawn") as pool:
+    (spawned,) = pool.run([("4", "4")])
+print("graded", score.reason, spawned.status)
+"""
+
+
+@pytest.mark.parametrize("how", ["stdin", "-c"])
+def test_a_script_without_a_main_file_can_grade(how, tmp_path):
+    argv = [sys.executable, "-"] if how == "stdin" else [sys.executable, "-c", STDIN_SCRIPT]
+    proc = subprocess.run(argv, input=STDIN_SCRIPT if how == "stdin" else "", capture_output=True, text=True,
+                          cwd=tmp_path, timeout=240, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "graded ok ok", proc.stderr[-3000:]

@@ -12,6 +12,10 @@ seconds of being handed to a worker, whatever the input, and the caller never bl
 Workers start with the ``forkserver`` method by default: the server process imports math-verify
 once (about a second), and each new worker is a fork of it (milliseconds), so replacing a killed
 worker is cheap. ``fork`` from the trainer is avoided because the trainer holds threads (torch).
+Workers never re-import the parent's ``__main__`` (multiprocessing's default for forkserver and
+spawn children): they need nothing from it, a training script's imports (torch) would be paid in
+every worker, and a script read on stdin (``python - <<EOF``) has no file to import, so every
+worker died on start (see :func:`_popen_without_main`).
 
     >>> pool = VerifyPool(workers=1, timeout=10)
     >>> [o.status for o in pool.run([("\\\\frac{1}{2}", "0.5"), ("3", "4")])]
@@ -26,10 +30,11 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import types
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -223,10 +228,59 @@ def _worker_main(conn: Connection, memory_mb: int | None) -> None:
         conn.send((seq, status))
 
 
+def _preparation_data_without_main(name: str) -> dict:
+    """multiprocessing's preparation data for a child process, less the parent's ``__main__``."""
+    from multiprocessing import spawn
+
+    data = spawn.get_preparation_data(name)
+    data.pop("init_main_from_name", None)  # a child told neither runs no main module at all
+    data.pop("init_main_from_path", None)
+    return data
+
+
+@cache
+def _popen_without_main(method: str) -> type:
+    """The ``forkserver`` or ``spawn`` Popen, with children that skip re-importing ``__main__``.
+
+    Such a child first re-runs the file named by the parent's ``__main__.__file__`` (or the
+    module named by its ``__spec__``), so that objects defined there unpickle; for ``python -
+    <<EOF`` that "file" is ``<stdin>``, which does not exist, and the child died with
+    FileNotFoundError before any of our code ran. Our workers' target lives in this module, so
+    they need no main module. The only change is to the preparation data: the stdlib Popen's own
+    ``_launch`` runs unchanged, rebound to a ``spawn`` namespace whose ``get_preparation_data``
+    drops the main-module entries. Nothing global is patched: other processes the program
+    starts are unaffected."""
+    from multiprocessing import popen_forkserver, popen_spawn_posix, spawn
+
+    base = {"forkserver": popen_forkserver.Popen, "spawn": popen_spawn_posix.Popen}[method]
+    shim = types.SimpleNamespace(**{**vars(spawn), "get_preparation_data": _preparation_data_without_main})
+    launch = base._launch
+    launch = types.FunctionType(launch.__code__, {**launch.__globals__, "spawn": shim}, launch.__name__,
+                                launch.__defaults__, launch.__closure__)
+    return type(base.__name__, (base,), {"_launch": launch})
+
+
+class _ForkServerWorkerProcess(mp.context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # multiprocessing's name
+        return _popen_without_main("forkserver")(process_obj)
+
+
+class _SpawnWorkerProcess(mp.context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _popen_without_main("spawn")(process_obj)
+
+
+# fork needs nothing: its child is a copy of the parent and prepares nothing
+_WORKER_PROCESS = {"forkserver": _ForkServerWorkerProcess, "spawn": _SpawnWorkerProcess}
+
+
 class _Worker:
     def __init__(self, ctx: Any, memory_mb: int | None):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, memory_mb), daemon=True)
+        process_cls = _WORKER_PROCESS.get(ctx.get_start_method(), ctx.Process)
+        self.proc = process_cls(target=_worker_main, args=(child, memory_mb), daemon=True)
         self.proc.start()
         child.close()
         self.started = time.monotonic()
@@ -401,11 +455,13 @@ class VerifyPool:
         elif not w.ready:
             self._boot_failures += 1
             if self._boot_failures >= _BOOT_FAILURES:
+                code = w.proc.exitcode
+                last = f"exited with status {code}" if code is not None else "was not ready in time"
                 self.close()
                 raise RuntimeError(
-                    f"math grading workers failed to start {_BOOT_FAILURES} times in a row "
-                    "(is math-verify installed -- python -c 'import math_verify' -- and is "
-                    "memory_mb large enough?)"
+                    f"math grading workers failed to start {_BOOT_FAILURES} times in a row (the last "
+                    f"{last}; a worker's traceback, if any, is on stderr): is math-verify installed "
+                    "-- python -c 'import math_verify' -- and is memory_mb large enough?"
                 )
         self._replace(i)
 
@@ -449,11 +505,12 @@ def _preload(ctx: Any) -> None:
 
     The preload list only takes effect if the forkserver is not running yet; where another part
     of the program started it first, workers import math-verify themselves (slower start, same
-    results). ``__main__`` stays first, as in multiprocessing's default.
+    results). It leaves out multiprocessing's default ``__main__``: the workers do not need it
+    (see :func:`_popen_without_main`), and ``<stdin>`` cannot be imported.
     """
     global _PRELOADED
     if not _PRELOADED:
-        ctx.set_forkserver_preload(["__main__", "math_verify", "sympy", __name__])
+        ctx.set_forkserver_preload(["math_verify", "sympy", __name__])
         _PRELOADED = True
 
 
