@@ -133,8 +133,10 @@ class RLConfig:
     token_mean: bool = False  # mirror_descent only: divide each sequence log-prob by its length (GRPO's token
     # mean per sequence; k1.5 sums over tokens). An ablation knob
     mask_truncated: bool = False  # leave responses stopped at rollout.max_length out of the loss (DAPO's
-    # overlong filtering) and out of their group's mean baseline, which is over the responses kept. On in
-    # the quickstart preset
+    # overlong filtering); they still count in their group's mean, so every response kept trains with the
+    # advantage k1.5 gives it. On in the quickstart preset
+    mask_truncated_baseline: bool = False  # with mask_truncated: take the group mean over the responses kept
+    # instead, so their advantages sum to zero per group (-2.9 points on the quickstart, docs/benchmarks.md)
     weight_decay: float = 0.0
 
     def validate(self) -> None:
@@ -152,6 +154,9 @@ class RLConfig:
             raise UserError(f"rl.token_mean applies to mirror_descent only, not {self.algorithm}")
         if self.scale_rewards is not None and self.algorithm == "rest":
             raise UserError("rl.scale_rewards: rest trains on weights, not advantages; leave it null")
+        if self.mask_truncated_baseline and not self.mask_truncated:
+            raise UserError("rl.mask_truncated_baseline=true needs rl.mask_truncated=true (without it every "
+                            "response is in the loss and in the baseline)")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise UserError(f"rl.micro_batch_tokens={self.micro_batch_tokens}: must be >= 1 (or null)")
 

@@ -179,36 +179,60 @@ def _trainer(tiny_model_dir, sets, prompts=None):
     return Trainer(cfg, model, tok, engine, prompts, ScoreRouter()), prompts
 
 
-def test_masked_baseline_centres_the_responses_in_the_loss(tiny_model_dir):
-    """The trainer's own reward assembly (score -> length reward -> baseline) with rl.mask_truncated and the
-    length penalty on: an all-wrong group of 4 finished and 4 cut responses trains no net push on the
-    finished wrong answers, and a mixed group's in-loss advantages sum to zero."""
+def _groups_of_cut_and_finished(trainer, p):
+    """Two groups of 8: 4 finished wrong + 4 cut; 2 right + 3 finished wrong + 3 cut."""
     from longrl.types import Trajectory
 
-    trainer, prompts = _trainer(tiny_model_dir, ["rl.mask_truncated=true", "length_penalty.weight=1",
-                                                 "length_penalty.warmup_iters=0", "rollout.k=8"])
     tok = trainer.tokenizer
-    p = prompts[0]
     trajs = []
-    for g, kinds in enumerate([["wrong"] * 4 + ["cut"] * 4,
-                               ["right"] * 2 + ["wrong"] * 3 + ["cut"] * 3]):
+    for g, kinds in enumerate([["wrong"] * 4 + ["cut"] * 4, ["right"] * 2 + ["wrong"] * 3 + ["cut"] * 3]):
         for j, kind in enumerate(kinds):
             text = {"wrong": "no idea", "cut": "still searching " * (3 + j)}.get(kind) or _correct_response(p)
             ids = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if kind != "cut" else [])
             trajs.append(Trajectory(prompt_id=p.id, group_id=g, sample_index=j, prompt_ids=[1, 2, 3],
                                     response_ids=ids, logprobs=[0.0] * len(ids), versions=[0] * len(ids),
                                     stop_reason="max_length" if kind == "cut" else "eos"))
-    trainer.score(trajs)
-    trainer.baseline(trajs)
+    return trajs
+
+
+@pytest.mark.parametrize("weight", [0, 1])
+def test_masked_responses_keep_the_papers_advantages(tiny_model_dir, weight):
+    """The trainer's own reward assembly (score -> length reward -> baseline), rl.mask_truncated on: the
+    responses cut at the cap leave the loss, and every response kept trains with the advantage k1.5's
+    unmasked form gives it (the mean is over all k). rl.mask_truncated_baseline=true re-centres the kept
+    ones instead: their advantages sum to zero in each group and the cut ones get 0."""
+    sets = [f"length_penalty.weight={weight}", "length_penalty.warmup_iters=0", "rollout.k=8"]
+    advantages = {}
+    for name, extra in [("paper", ["rl.mask_truncated=false"]), ("masked", ["rl.mask_truncated=true"]),
+                        ("centred", ["rl.mask_truncated=true", "rl.mask_truncated_baseline=true"])]:
+        trainer, prompts = _trainer(tiny_model_dir, sets + extra)
+        trajs = _groups_of_cut_and_finished(trainer, prompts[0])
+        trainer.score(trajs)
+        trainer.baseline(trajs)
+        advantages[name] = [(t.group_id, t.advantage, trainer.in_loss(t)) for t in trajs]
+        assert sum(t.score.correct for t in trajs) == 2
+    paper, masked, centred = advantages["paper"], advantages["masked"], advantages["centred"]
+    assert all(keep for _, _, keep in paper)
+    assert [keep for _, _, keep in masked] == [keep for _, _, keep in centred] == [True] * 4 + [False] * 4 + [
+        True] * 5 + [False] * 3
+    for (_, a, _), (_, b, keep) in zip(paper, masked):
+        if keep:
+            assert b == pytest.approx(a, abs=1e-6)
+    pushes = []
     for g in (0, 1):
-        group = [t for t in trajs if t.group_id == g]
-        kept = [t for t in group if trainer.in_loss(t)]
-        assert len(kept) == (4 if g == 0 else 5)
-        assert sum(t.advantage for t in kept) == pytest.approx(0.0, abs=1e-6)
-        assert all(t.advantage == 0 for t in group if t.stop_reason == "max_length")
-    assert sum(t.score.correct for t in trajs if t.group_id == 1) == 2
-    right = [t for t in trajs if t.group_id == 1 and t.score.correct]
-    assert all(t.advantage > 0 for t in right)
+        kept = [a for gid, a, keep in centred if gid == g and keep]
+        assert sum(kept) == pytest.approx(0.0, abs=1e-6)
+        assert all(a == 0 for gid, a, keep in centred if gid == g and not keep)
+        pushes.append(sum(a for gid, a, keep in masked if gid == g and keep))
+    # the kept responses of the mixed group are pushed up as a whole: the cut ones scored 0
+    assert pushes[1] > 0 and (pushes[0] > 0) == (weight > 0)
+
+
+def test_mask_truncated_baseline_needs_mask_truncated():
+    from longrl.errors import UserError
+
+    with pytest.raises(UserError, match="rl.mask_truncated_baseline=true needs rl.mask_truncated=true"):
+        load_config(None, ["rl.mask_truncated=false", "rl.mask_truncated_baseline=true"])
 
 
 def _correct_response(p) -> str:

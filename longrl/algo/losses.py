@@ -41,9 +41,9 @@ def mirror_descent_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.
     k1.5) divides both sequence log-probs by the response length, GRPO's per-sequence token mean, so
     that every response weighs the same whatever its length. Which responses enter the sum is the
     trainer's choice: with ``rl.mask_truncated`` (on in the quickstart preset) those cut at the length
-    cap are left out, and the group mean of the baseline is taken over the responses that stay in
-    (:func:`mean_baseline`'s ``mask``), so the advantages in the sum still add up to zero per group
-    (:meth:`longrl.train.rl.Trainer.baseline`).
+    cap are left out, each response kept keeping the advantage the unmasked form gives it
+    (:meth:`longrl.train.rl.Trainer.baseline`; ``rl.mask_truncated_baseline`` re-centres them with
+    :func:`mean_baseline`'s ``mask``).
     """
     seq = sequence_logprob(logp, mask)
     ref = sequence_logprob(ref_logp, mask)

@@ -134,17 +134,24 @@ class Trainer:
                     t.reward += self.cfg.rollout.repeat_penalty
 
     def baseline(self, trajs: list[Trajectory]) -> None:
-        """Advantages per group (k1.5 §2.3.2: r_j − mean r). The mean is over the responses that enter
-        the loss: with ``rl.mask_truncated`` the responses cut at the cap get A = 0, and the others are
-        centred among themselves, so the advantages in the loss sum to zero in every group. (Centring on
-        the mean of all k would push the finished responses of a group up whenever the cut ones score
-        lower — with the length penalty on, 4 finished wrong answers beside 4 cut ones got +0.25 each.)"""
+        """Advantages per group: k1.5's A_j = r_j − mean of the group's k rewards (§2.3.2).
+
+        With ``rl.mask_truncated`` the responses cut at the cap leave the loss but stay in the mean, so
+        each response kept trains with exactly the advantage the paper's unmasked form gives it (DAPO's
+        overlong filtering does the same). Those advantages need not sum to zero: the kept ones are
+        pushed, together, away from the cut ones — up when the cut ones scored less (with the length
+        penalty on, 4 finished wrong answers beside 4 longer cut ones get +0.17 each, as in the
+        unmasked form). ``rl.mask_truncated_baseline`` takes the mean over the kept responses instead,
+        so that their advantages sum to zero; on the quickstart that cost 2.9 points over 3 seeds
+        (docs/benchmarks.md)."""
         groups = _groups(trajs)
         rewards = torch.tensor([[t.reward for t in g] for g in groups])
         correct = torch.tensor([[t.score.correct for t in g] for g in groups])
-        kept = torch.tensor([[self.kept(t) for t in g] for g in groups])
+        kept = None
+        if self.cfg.rl.mask_truncated_baseline:
+            kept = torch.tensor([[self.kept(t) for t in g] for g in groups])
         adv = self.algo.advantages(rewards, correct, self.cfg.rl.scale_rewards or self.algo.scale_rewards,
-                                   None if bool(kept.all()) else kept)
+                                   None if kept is None or bool(kept.all()) else kept)
         for g, row in zip(groups, adv.tolist()):
             for t, a in zip(g, row):
                 t.advantage = a
@@ -173,8 +180,8 @@ class Trainer:
                                 self.tokenizer.pad_token_id, self.recompute, lr_scale=lr_scale)
 
     def kept(self, t: Trajectory) -> bool:
-        """Whether a trajectory may enter the loss and the baseline: ``rl.mask_truncated`` leaves out the
-        responses cut at ``rollout.max_length`` (a search not finished yet is not a wrong answer)."""
+        """Whether a trajectory may enter the loss: ``rl.mask_truncated`` leaves out the responses cut at
+        ``rollout.max_length`` (a search not finished yet is not pushed down as a wrong answer)."""
         return not (self.cfg.rl.mask_truncated and t.stop_reason == "max_length")
 
     def in_loss(self, t: Trajectory) -> bool:
@@ -236,6 +243,8 @@ class Trainer:
                 "reward/task_mean": float(np.mean([t.score.value for t in trajs])),
                 "train/accuracy": float(np.mean([t.score.correct for t in trajs])),
                 "train/informative_groups": float(np.mean([len({t.reward for t in g}) > 1 for g in _groups(trajs)])),
+                # 0 unless responses leave the loss (rl.mask_truncated): then the net push on those kept
+                "train/adv_mean_in_loss": float(np.mean([t.advantage for t in trajs if self.in_loss(t)] or [0.0])),
                 "response/len_mean": float(lengths.mean()),
                 "response/len_p90": float(np.percentile(lengths, 90)),
                 "response/clip_frac": float(np.mean([t.stop_reason != "eos" for t in trajs])),
