@@ -134,6 +134,20 @@ def test_stop_token_ids_union_tokenizer_config_and_generation_config(chatml_mode
     assert stop_token_ids(tiny, tiny_model_dir) == [tiny.eos_token_id]
 
 
+def test_a_base_model_with_a_chat_template_stops_at_its_end_of_turn(chatml_model_dir):
+    """A base checkpoint that ships a ChatML template names only <|endoftext|> in its configs (Qwen2.5
+    base); with model.chat_template=true, SFT teaches responses to end with <|im_end|>, so generation
+    must stop there too."""
+    from longrl.models.loading import stop_token_ids
+
+    tok = load_tokenizer(chatml_model_dir)
+    im_end, endoftext = _ends(tok)
+    tok.eos_token = "<|endoftext|>"
+    base = {"eos_token_id": endoftext}
+    assert stop_token_ids(tok, base) == [endoftext]
+    assert stop_token_ids(tok, base, chat_template=True) == sorted({im_end, endoftext})
+
+
 @pytest.mark.parametrize("end", ["<|im_end|>", "<|endoftext|>"])
 def test_engine_from_make_engine_stops_at_every_end_token(chatml_model_dir, end):
     from longrl.config import load_config

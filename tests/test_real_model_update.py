@@ -34,8 +34,8 @@ def _with_ref(model, seqs, pad):
 
 
 def _reference_logprobs(model, b, temperature=1.0):
-    """The obvious computation: full logits at every position, fp32 log-softmax."""
-    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].float() / temperature
+    """The obvious computation: full logits at every position, log-softmax in float64."""
+    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].double() / temperature
     picked = logits.gather(-1, b.input_ids[:, 1:, None]).squeeze(-1)
     return (picked - torch.logsumexp(logits, -1)) * b.loss_mask
 
@@ -90,7 +90,8 @@ def test_logprobs_only_at_loss_positions_in_chunks(tiny_model_dir):
     loss_tokens = int(b.loss_mask.sum())
     assert loss_tokens > 14 and sum(rows_seen) == loss_tokens and max(rows_seen) == 7
     slow = _reference_logprobs(model, b, temperature=0.7)
-    torch.testing.assert_close(fast, slow.float(), rtol=1e-6, atol=1e-6)
+    assert fast.dtype == torch.float64  # a float64 model's log-probs stay float64 (exact checks)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     g_fast = torch.autograd.grad((fast * b.advantages[:, None]).sum(), list(model.parameters()), allow_unused=True)
     g_slow = torch.autograd.grad((slow * b.advantages[:, None]).sum(), list(model.parameters()), allow_unused=True)
     for a, c in zip(g_fast, g_slow):

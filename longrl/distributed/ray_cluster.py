@@ -117,9 +117,13 @@ class RolloutWorker:
     def __init__(self, cfg, model_dir: str, cpus: float):
         _worker_setup(cpus)
         from longrl.models.loading import load_model
+        from longrl.models.precision import master_dtype
         from longrl.train.loop import make_engine
 
-        self.model, self.tokenizer = load_model(model_dir, cfg.model.dtype)
+        # the hf engine computes as the trainer does (fp32 weights, autocast), so its recorded log-probs
+        # are log pi_i; vLLM loads its own copy in model.dtype
+        self.model, self.tokenizer = load_model(model_dir, master_dtype(cfg.model.dtype)
+                                                if cfg.rollout.engine == "hf" else cfg.model.dtype)
         if cfg.rollout.engine == "hf":
             self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.engine = make_engine(cfg, self.model, self.tokenizer, model_dir)

@@ -47,7 +47,7 @@ def run(args) -> int:
         prompts = prompts[: args.limit]
     model, tok = load_model(args.model)
     model.to(resolve_device())
-    engine = HFEngine(model, stop_token_ids(tok, args.model), tok.pad_token_id)
+    engine = HFEngine(model, stop_token_ids(tok, args.model, args.chat_template), tok.pad_token_id)
     router = ScoreRouter()
     t0 = time.time()
     try:

@@ -48,7 +48,7 @@ def evaluate_models(models: Sequence[str | Path], labels: Sequence[str], prompts
             if progress:
                 print(f"evaluating {label} ({path}) on {len(prompts)} prompts x {n} samples ...", flush=True)
             model, tok = load_model(path)
-            engine = HFEngine(model, stop_token_ids(tok, path), tok.pad_token_id)
+            engine = HFEngine(model, stop_token_ids(tok, path, chat_template), tok.pad_token_id)
             r = evaluate(engine, tok, prompts, router, n=n, temperature=temperature,
                          max_new_tokens=max_new_tokens, greedy=greedy, seed=seed, chat_template=chat_template)
             points.append(ModelPoint(label, str(path), r.pass1, r.greedy, r.len_mean, r.len_median,

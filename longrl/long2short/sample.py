@@ -40,7 +40,7 @@ def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temper
     from longrl.rewards import ScoreRouter
     from longrl.rollout.hf import HFEngine
 
-    engine = HFEngine(model, stop_token_ids(tokenizer, model), tokenizer.pad_token_id, max_batch)
+    engine = HFEngine(model, stop_token_ids(tokenizer, model, chat_template), tokenizer.pad_token_id, max_batch)
     router = ScoreRouter()
     try:
         res = evaluate(engine, tokenizer, prompts, router, n=n, temperature=temperature,

@@ -140,13 +140,16 @@ def end_of_turn_ids(tokenizer, chat_template: bool = False) -> list[int]:
     return [int(t) for t in after[: end + 1]] if end is not None else eos
 
 
-def stop_token_ids(tokenizer, source=None) -> list[int]:
+def stop_token_ids(tokenizer, source=None, chat_template: bool = False) -> list[int]:
     """Every token id that ends a response: the tokenizer's EOS and the model's ``eos_token_id``s.
 
     ``source`` is a model folder (its ``config.json`` and, when present, ``generation_config.json``),
     a loaded model (its ``config`` and ``generation_config``), or a config (object or dict). Real
     instruct checkpoints list several: Qwen2.5-Instruct's ``generation_config.json`` has
-    ``<|im_end|>`` and ``<|endoftext|>``; the tokenizer names only the first.
+    ``<|im_end|>`` and ``<|endoftext|>``; the tokenizer names only the first. With ``chat_template``
+    the template's end-of-turn token (:func:`end_of_turn_ids`, what SFT and DPO teach a response to end
+    with) is one too: a base checkpoint that ships a ChatML template (Qwen2.5 base) names only
+    ``<|endoftext|>`` in its configs.
     """
     import json
 
@@ -161,6 +164,8 @@ def stop_token_ids(tokenizer, source=None) -> list[int]:
     elif source is not None:
         for cfg in (getattr(source, "config", None), getattr(source, "generation_config", None), source):
             found.append(getattr(cfg, "eos_token_id", None))
+    if chat_template:
+        found.append(end_of_turn_ids(tokenizer, True)[-1:])
     ids: set[int] = set()
     for v in found:
         ids.update(int(i) for i in (v if isinstance(v, (list, tuple)) else [v]) if i is not None)

@@ -115,8 +115,8 @@ LOGIT_CHUNK_ELEMENTS = 1 << 27
 
 def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0,
                    chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
-    """log π(input_ids[:, t+1] | input_ids[:, :t+1]) of logits / temperature: ``[b, L-1]``, float32,
-    0 outside ``batch.loss_mask``.
+    """log π(input_ids[:, t+1] | input_ids[:, :t+1]) of logits / temperature: ``[b, L-1]``, float32
+    (float64 for a float64 model), 0 outside ``batch.loss_mask``.
 
     Only the loss positions get logits: the backbone's last hidden states are gathered at those
     positions and sent through the LM head in chunks of ``chunk_elements`` logits, each under
@@ -144,7 +144,8 @@ def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: flo
     from torch.utils.checkpoint import checkpoint
 
     def chunk_logp(h: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        logits = head(h).float()  # log-softmax in fp32
+        logits = head(h)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # log-softmax in fp32 at least
         if temperature != 1.0:
             logits = logits / temperature
         return logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
@@ -158,8 +159,11 @@ def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: flo
             parts.append(checkpoint(chunk_logp, h, tgt, use_reentrant=False))
         else:
             parts.append(chunk_logp(h, tgt))
-    flat = torch.cat(parts) if parts else rows.new_zeros((0,), dtype=torch.float32)
-    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, flat)
+    dtype = torch.promote_types(rows.dtype, torch.float32)
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    if not parts:  # no loss token in this micro-batch: a zero that still carries the graph
+        return out + rows.sum().to(dtype) * 0.0
+    return out.masked_scatter(mask, torch.cat(parts).to(dtype))
 
 
 def _head_is_separable(model, batch: TrainBatch) -> bool:

@@ -142,13 +142,15 @@ def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
 def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None = None):
     """The rollout engine ``rollout.engine`` names, on ``model`` (hf) or on the weights in ``model_dir``."""
     if cfg.rollout.engine == "hf":
-        return HFEngine(model, stop_token_ids(tokenizer, model_dir or model), tokenizer.pad_token_id,
+        return HFEngine(model, stop_token_ids(tokenizer, model_dir or model, cfg.model.chat_template),
+                        tokenizer.pad_token_id,
                         cfg.rollout.max_batch, autocast=autocast_dtype(cfg.model.dtype))
     from longrl.rollout.vllm import VLLMEngine
 
     if model_dir is None:
         raise ValueError("the vllm engine loads its weights from a model folder; pass model_dir")
-    return VLLMEngine(model_dir, stop_token_ids(tokenizer, model_dir), seed=cfg.seed, dtype=cfg.model.dtype,
+    return VLLMEngine(model_dir, stop_token_ids(tokenizer, model_dir, cfg.model.chat_template), seed=cfg.seed,
+                      dtype=cfg.model.dtype,
                       max_batch=cfg.rollout.max_batch)
 
 

@@ -155,7 +155,8 @@ def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id
     """Reset the optimizer, then epochs x mini-batches of steps on the summed-log-prob loss.
 
     The denominator of each mini-batch is (its sequences) x H, H = ``rl.horizon`` or the max
-    response length, fixed before the micro-batch loop: the gradient depends neither on the
+    response length (the sequence count alone for a per-sequence token-mean loss: grpo,
+    ``rl.token_mean``), fixed before the micro-batch loop: the gradient depends neither on the
     micro-batch split nor on the number of ranks. Summed log-probs weight long responses more (as
     in the paper); dividing by a fixed H only rescales the learning rate, so the gradient norm is
     clipped and logged. ``seqs`` must carry log π_i in ``ref_logp``; with ``note_mismatch`` the
