@@ -17,8 +17,8 @@ from longrl.algo import losses
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    # (rewards [G,k], correct [G,k], scale, in_loss [G,k]) -> advantages [G,k]; scale is rl.scale_rewards or
-    # scale_rewards; the baseline is over the responses in the loss (in_loss), the others get 0
+    # (rewards [G,k], correct [G,k], scale, kept [G,k] or None) -> advantages [G,k]; scale is rl.scale_rewards
+    # or scale_rewards; with kept (rl.mask_truncated_baseline) the mean is over the kept responses, others get 0
     advantages: Callable[[torch.Tensor, torch.Tensor, str, torch.Tensor | None], torch.Tensor]
     # (logp, ref_logp, mask, advantages, tau, clip_eps, token_mean) -> summed loss
     loss: Callable[..., torch.Tensor]

@@ -243,7 +243,8 @@ class Trainer:
                 "reward/task_mean": float(np.mean([t.score.value for t in trajs])),
                 "train/accuracy": float(np.mean([t.score.correct for t in trajs])),
                 "train/informative_groups": float(np.mean([len({t.reward for t in g}) > 1 for g in _groups(trajs)])),
-                # 0 unless responses leave the loss (rl.mask_truncated): then the net push on those kept
+                # mean advantage of the responses in the loss: 0 for a full group; with rl.mask_truncated the
+                # net push on the kept ones; for rest, its weights
                 "train/adv_mean_in_loss": float(np.mean([t.advantage for t in trajs if self.in_loss(t)] or [0.0])),
                 "response/len_mean": float(lengths.mean()),
                 "response/len_p90": float(np.percentile(lengths, 90)),
