@@ -1,6 +1,6 @@
 """Benchmark the math grader: accuracy on reference solutions, and throughput of the worker pool.
 
-Accuracy (per set, MATH-500 / GSM8K / Minerva from ../shared/data):
+Accuracy (per set: MATH-500 / GSM8K / Minerva as shipped with longrl, or --data DIR):
   * own:   each reference solution is the response, graded against its own answer -> share correct
            (goal >= 99.6%);
   * cross: each solution graded against the answer of a different problem whose answer differs
@@ -13,7 +13,7 @@ timeout of the same length), side by side in this run. Also without the patholog
     python bench/math_grader.py                    # everything, ~1-2 minutes on 2 cores
     python bench/math_grader.py --skip-throughput  # accuracy only
 
-Prints a Markdown table per part. Exits 2 with a message if the data folder is missing.
+Prints a Markdown table per part. Exits 2 with a message if a benchmark file is missing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sympy.core.cache import clear_cache  # noqa: E402
 
-from longrl.data.math import load_math_benchmark, shared_data_dir  # noqa: E402
+from longrl.data.benchmarks import benchmark_file  # noqa: E402
+from longrl.data.math import load_math_benchmark  # noqa: E402
+from longrl.errors import UserError  # noqa: E402
 from longrl.rewards.math import MathScorer  # noqa: E402
 from longrl.rewards.math_extract import final_answer, is_hedged, reference_answer  # noqa: E402
 from longrl.rewards.math_pool import _parse, _warm_up, verify_answer  # noqa: E402
@@ -48,7 +50,7 @@ def solution_of(p: Prompt) -> str:
     return p.tags["solution"]
 
 
-def accuracy(scorer: MathScorer, name: str, data_dir: Path, show: int) -> dict:
+def accuracy(scorer: MathScorer, name: str, data_dir: Path | None, show: int) -> dict:
     prompts = load_math_benchmark(name, data_dir)
     sols = [solution_of(p) for p in prompts]
     t = time.perf_counter()
@@ -102,7 +104,7 @@ def single_process(prompts: list[Prompt], responses: list[str], timeout: int, ma
     return out, lat
 
 
-def throughput_mix(data_dir: Path, n: int, pathological_share: float, seed: int):
+def throughput_mix(data_dir: Path | None, n: int, pathological_share: float, seed: int):
     prompts = load_math_benchmark("math500", data_dir)
     rng = random.Random(seed)
     pairs = []
@@ -142,7 +144,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def throughput(args, data_dir: Path) -> list[dict]:
+def throughput(args, data_dir: Path | None) -> list[dict]:
     """Pool vs single process on the same responses, ``args.rounds`` rounds in ABBA order.
 
     Each side grades the whole mix as one batch (one scorer call, as a trainer sends it); the
@@ -213,7 +215,8 @@ def _round(args, prompts: list[Prompt], responses: list[str], pool_first: bool):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=None, help="benchmark folder (default ../shared/data)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="your own copy of the benchmark files (default: the copies shipped with longrl)")
     ap.add_argument("--timeout", type=int, default=2, help="seconds per answer, both graders")
     ap.add_argument("--workers", type=int, default=None, help="pool size (default min(2, cpus))")
     ap.add_argument("--n", type=int, default=1000, help="answers in the throughput mix")
@@ -224,9 +227,12 @@ def main() -> int:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     args = ap.parse_args()
-    data_dir = args.data or shared_data_dir()
-    if data_dir is None or not Path(data_dir).is_dir():
-        print("error: benchmark data not found; set LONGRL_SHARED_DATA or pass --data", file=sys.stderr)
+    data_dir = args.data
+    try:
+        for name in SETS:
+            benchmark_file(name, data_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -236,7 +242,7 @@ def main() -> int:
 
     scorer = MathScorer(timeout=args.timeout, workers=args.workers)
     try:
-        acc = [] if args.skip_accuracy else [accuracy(scorer, n, Path(data_dir), args.show) for n in SETS]
+        acc = [] if args.skip_accuracy else [accuracy(scorer, n, data_dir, args.show) for n in SETS]
     finally:
         scorer.close()
     print("\n| set | n | own solution graded correct | other answer accepted | own failures | s |")
@@ -249,7 +255,7 @@ def main() -> int:
         )
 
     if not args.skip_throughput:
-        rows = throughput(args, Path(data_dir))
+        rows = throughput(args, data_dir)
         print(
             "\n| mix | pool answers/s | single answers/s | speed-up (per round) | pool p50 / p99 s "
             "| single p50 / p99 s | verdicts agree |"

@@ -1,9 +1,10 @@
 """Sandbox figures: HumanEval correctness and the throughput / latency of sandboxed runs.
 
-    python bench/sandbox.py [--data ../shared/data] [--runs 600] [--concurrency 2]
+    python bench/sandbox.py [--data DIR] [--runs 600] [--concurrency 2]
 
-1. HumanEval through the real code scorer: every canonical solution must pass (164/164), and a
-   corrupted variant of each (the body replaced by ``return None``) must fail (0/164).
+1. HumanEval (the copy shipped with longrl, or ``--data DIR``'s) through the real code scorer:
+   every canonical solution must pass (164/164), and a corrupted variant of each (the body
+   replaced by ``return None``) must fail (0/164).
 2. A trivial program (``print(1)``) run ``--runs`` times from ``--concurrency`` client threads
    (a closed loop: each thread submits its next run when the last one returns), in the sandbox and
    with a naive ``subprocess.run([python, "-c", ...])``, alternating in two rounds each so that
@@ -43,12 +44,13 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def humaneval(data: Path, concurrency: int) -> dict:
+def humaneval(data: Path | None, concurrency: int) -> dict:
+    from longrl.data.benchmarks import benchmark_file
     from longrl.data.humaneval import load_humaneval
     from longrl.rewards.code import CodeScorer
 
     prompts = load_humaneval(data)
-    rows = {r["task_id"]: r for r in map(json.loads, gzip.open(data / "humaneval.jsonl.gz", "rt"))}
+    rows = {r["task_id"]: r for r in map(json.loads, gzip.open(benchmark_file("humaneval", data), "rt"))}
     good = [f"```python\n{rows[p.id]['prompt']}{rows[p.id]['canonical_solution']}\n```" for p in prompts]
     bad = [f"```python\n{rows[p.id]['prompt']}    return None\n```" for p in prompts]
     scorer = CodeScorer(concurrency=concurrency)
@@ -90,7 +92,8 @@ def cpu_seconds() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("LONGRL_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder with your own humaneval.jsonl.gz (default: the copy shipped with longrl)")
     ap.add_argument("--runs", type=int, default=600, help="runs per throughput measurement")
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-humaneval", action="store_true")
@@ -98,13 +101,8 @@ def main() -> int:
     cores = os.cpu_count() or 1
     print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.2f}; concurrency {args.concurrency}")
 
-    data = Path(args.data)
-    if args.skip_humaneval:
-        pass
-    elif not (data / "humaneval.jsonl.gz").is_file():
-        print(f"HumanEval: skipped, {data / 'humaneval.jsonl.gz'} not found (pass --data)")
-    else:
-        he = humaneval(data, args.concurrency)
+    if not args.skip_humaneval:
+        he = humaneval(args.data, args.concurrency)
         print(f"HumanEval: canonical {he['canonical_pass']}/{he['n']} pass, corrupted {he['corrupted_pass']}/{he['n']} "
               f"pass ({he['seconds']:.1f} s for {2 * he['n']} responses); corrupted reasons {he['corrupted_reasons']}")
         for f in he["canonical_failures"]:

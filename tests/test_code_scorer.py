@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import threading
 import time
@@ -21,11 +20,6 @@ from longrl.types import Prompt
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None,
                                  reason="bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed: apt-get install g++")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("LONGRL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 ADD_REF = {"tests": [{"input": "1 2\n", "output": "3\n"}, {"input": "0 0\n", "output": "0"}]}
@@ -99,10 +93,10 @@ def test_code_prompt_file_loader(tmp_path: Path):
     assert [p.id for p in ps] == ["add"] and len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 2
 
 
-def test_humaneval_loader_reports_a_missing_file(tmp_path: Path):
+def test_humaneval_loader_reports_a_file_missing_from_data_dir(tmp_path: Path):
     from longrl.data.humaneval import CODE_BENCHMARKS
 
-    with pytest.raises(UserError, match="humaneval.jsonl.gz"):
+    with pytest.raises(UserError, match="humaneval.jsonl.gz not found; --data-dir must hold"):
         CODE_BENCHMARKS["humaneval"](tmp_path)
 
 
@@ -190,12 +184,11 @@ def test_function_tests_and_per_case_verdicts(scorer):
 
 @needs_bwrap
 def test_humaneval_sample_canonical_pass_and_corrupted_fail(scorer):
-    path = shared_data() / "humaneval.jsonl.gz"
-    if not path.is_file():
-        pytest.skip(f"HumanEval not found at {path} (set LONGRL_SHARED_DATA to the shared data folder)")
+    from longrl.data.benchmarks import benchmark_file
     from longrl.data.humaneval import load_humaneval
 
-    prompts = load_humaneval(shared_data())
+    path = benchmark_file("humaneval")
+    prompts = load_humaneval()
     assert len(prompts) == 164
     rows = {r["task_id"]: r for r in map(json.loads, gzip.open(path, "rt"))}
     sample = prompts[::16]  # 11 problems, spread over the set; the bench runs all 164

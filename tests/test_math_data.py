@@ -9,7 +9,6 @@ from longrl.data.math import (
     MATH_BENCHMARKS,
     load_math_benchmark,
     load_math_file,
-    shared_data_dir,
 )
 from longrl.errors import UserError
 
@@ -102,25 +101,17 @@ def test_unknown_benchmark_lists_the_valid_ones():
         assert name in str(e.value)
 
 
-def test_benchmark_file_missing_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="not found"):
+def test_benchmark_file_missing_from_data_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="aime24.jsonl not found; --data-dir must hold"):
         load_math_benchmark("aime24", tmp_path)
 
 
-def test_shared_data_dir_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("LONGRL_SHARED_DATA", str(tmp_path))
-    assert shared_data_dir() == tmp_path
-    monkeypatch.setenv("LONGRL_SHARED_DATA", str(tmp_path / "absent"))
-    assert shared_data_dir() is None
+def test_data_dir_replaces_the_shipped_file(tmp_path):
+    row = {"id": 7, "problem": "1+1?", "solution": "2", "answer": "2", "url": "u"}
+    write_jsonl(tmp_path / "aime24.jsonl", [row])
+    assert [(p.id, p.reference) for p in load_math_benchmark("aime24", str(tmp_path))] == [("aime24:7", "2")]
 
 
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(
-    DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)"
-)
-
-
-@needs_data
 @pytest.mark.parametrize(
     "name, n, first_id, first_ref",
     [
@@ -132,15 +123,14 @@ needs_data = pytest.mark.skipif(
     ],
 )
 def test_benchmarks_load(name, n, first_id, first_ref):
-    ps = load_math_benchmark(name, DATA)
+    ps = load_math_benchmark(name)
     assert len(ps) == n and len({p.id for p in ps}) == n
     assert (ps[0].id, ps[0].reference) == (first_id, first_ref)
     assert all(p.task == "math" and p.reference and p.text.endswith(INSTRUCTION) for p in ps)
 
 
-@needs_data
 def test_math500_levels_become_difficulty():
-    ps = load_math_benchmark("math500", DATA)
+    ps = load_math_benchmark("math500")
     assert {p.level for p in ps} == {1, 2, 3, 4, 5}
     assert all(p.difficulty == (p.level - 1) / 4 for p in ps)
     assert ps[0].level == 2 and ps[0].difficulty == 0.25

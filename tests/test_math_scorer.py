@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from longrl.data.math import load_math_benchmark, shared_data_dir
+from longrl.data.math import load_math_benchmark
 from longrl.errors import UserError
 from longrl.rewards import get_scorer
 from longrl.rewards.judge import CoTJudge
@@ -149,17 +149,10 @@ def test_judge_policy_sends_everything_that_passes_the_guards():
     assert scores[2].value == 0.0 and scores[2].parts["judge_attempts"] == 2
 
 
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(
-    DATA is None, reason="benchmark data not found (../shared/data or LONGRL_SHARED_DATA)"
-)
-
-
-@needs_data
 @pytest.mark.parametrize("name", ["math500", "gsm8k", "minerva_math"])
 def test_reference_solutions_grade_correct_and_other_answers_do_not(scorer, name):
     # A sample keeps this fast; bench/math_grader.py runs the full sets.
-    prompts = random.Random(0).sample(load_math_benchmark(name, DATA), 25)
+    prompts = random.Random(0).sample(load_math_benchmark(name), 25)
     sols = [p.tags["solution"] for p in prompts]
     assert sum(s.correct for s in scorer(prompts, sols)) >= 24
     others = sols[1:] + sols[:1]

@@ -1,8 +1,8 @@
 """Code prompts: the HumanEval benchmark loader and the loader for user code prompt files.
 
 Both produce ``Prompt(task="code")`` whose ``reference`` the code scorer reads (format in
-:mod:`longrl.rewards.sandbox.harness`). ``CODE_BENCHMARKS`` maps a benchmark name to a loader
-taking the shared data directory, for ``longrl eval --bench humaneval``.
+:mod:`longrl.rewards.sandbox.harness`). ``CODE_BENCHMARKS`` maps a benchmark name to its loader,
+for ``longrl eval --bench humaneval``; HumanEval ships with longrl (:mod:`longrl.data.benchmarks`).
 
 User prompt file (JSONL, optionally gzipped), one problem a line::
 
@@ -22,11 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from longrl.data.benchmarks import benchmark_file
 from longrl.data.rows import load_rows
-from longrl.errors import UserError
 from longrl.types import Prompt
 
-HUMANEVAL_FILE = "humaneval.jsonl.gz"
 HUMANEVAL_INSTRUCTION = (
     "Complete the following Python function. Think it through, then give the complete function "
     "(with its imports and any helper functions) in one ```python code block at the end.\n\n"
@@ -46,16 +45,17 @@ def _humaneval_row(line: int, row: dict[str, Any]) -> Prompt:
     return Prompt(id=row["task_id"], text=text, reference=ref, task="code", tags={"source": "humaneval"})
 
 
-def load_humaneval(data_dir: str | Path) -> list[Prompt]:
-    """The 164 HumanEval problems from ``data_dir/humaneval.jsonl.gz`` (openai/human-eval)."""
-    path = Path(data_dir) / HUMANEVAL_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (HumanEval is expected in the shared data directory)")
-    prompts, _ = load_rows(path, _humaneval_row)
+def load_humaneval(data_dir: str | Path | None = None) -> list[Prompt]:
+    """The 164 HumanEval problems (openai/human-eval): the shipped copy, or ``data_dir``'s.
+
+    >>> len(load_humaneval())
+    164
+    """
+    prompts, _ = load_rows(benchmark_file("humaneval", data_dir), _humaneval_row)
     return prompts
 
 
-CODE_BENCHMARKS: dict[str, Callable[[str | Path], list[Prompt]]] = {"humaneval": load_humaneval}
+CODE_BENCHMARKS: dict[str, Callable[[str | Path | None], list[Prompt]]] = {"humaneval": load_humaneval}
 
 
 def _code_row(line: int, row: dict[str, Any]) -> Prompt:

@@ -1,4 +1,4 @@
-"""Math prompt files and the math benchmarks in ``../shared/data`` as :class:`Prompt` lists.
+"""Math prompt files and the math benchmarks shipped with longrl, as :class:`Prompt` lists.
 
 A user's file is JSONL (optionally gzipped) or Parquet with one problem a row: ``problem`` (or
 ``question``) and ``answer`` are required; ``id``, ``level`` (an integer, or MATH's "Level 3") and
@@ -19,12 +19,12 @@ has as many levels as its largest label. ``Prompt.level`` keeps the integer.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from longrl.data.benchmarks import benchmark_file
 from longrl.data.rows import load_rows
 from longrl.errors import UserError
 from longrl.rewards.math_extract import reference_answer
@@ -158,19 +158,15 @@ def load_math_file(
     return prompts
 
 
-def _benchmark_file(data_dir: Path, name: str) -> Path:
-    path = Path(data_dir) / f"{name}.jsonl"
-    if not path.is_file():
-        raise UserError(f"benchmark {name!r}: {path} not found (point --data at the shared data folder)")
-    return path
+BenchmarkLoader = Callable[[str | Path | None], list[Prompt]]
 
 
-def _loader(name: str, build: Callable[[int, dict[str, Any]], Prompt]) -> Callable[[Path], list[Prompt]]:
-    def load(data_dir: Path) -> list[Prompt]:
-        prompts, _ = load_rows(_benchmark_file(data_dir, name), build)
+def _loader(name: str, build: Callable[[int, dict[str, Any]], Prompt]) -> BenchmarkLoader:
+    def load(data_dir: str | Path | None = None) -> list[Prompt]:
+        prompts, _ = load_rows(benchmark_file(name, data_dir), build)
         return prompts
 
-    load.__doc__ = f"Load the {name} benchmark from ``data_dir/{name}.jsonl``."
+    load.__doc__ = f"Load the {name} benchmark: the shipped file, or the one in ``data_dir``."
     return load
 
 
@@ -216,7 +212,7 @@ def _minerva(line: int, row: dict[str, Any]) -> Prompt:
     )
 
 
-MATH_BENCHMARKS: dict[str, Callable[[Path], list[Prompt]]] = {
+MATH_BENCHMARKS: dict[str, BenchmarkLoader] = {
     "math500": _loader("math500", _math500),
     "aime24": _loader("aime24", _aime24),
     "amc23": _loader("amc23", _amc23),
@@ -225,18 +221,11 @@ MATH_BENCHMARKS: dict[str, Callable[[Path], list[Prompt]]] = {
 }
 
 
-def shared_data_dir() -> Path | None:
-    """The shared benchmark folder: ``$LONGRL_SHARED_DATA``, else ``../shared/data`` beside the repo."""
-    env = os.environ.get("LONGRL_SHARED_DATA")
-    if env:
-        return Path(env) if Path(env).is_dir() else None
-    candidate = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
-
-
 def load_math_benchmark(name: str, data_dir: str | Path | None = None) -> list[Prompt]:
-    """Load benchmark ``name`` from ``data_dir`` (default: :func:`shared_data_dir`).
+    """Load benchmark ``name``: the copy shipped with longrl, or the file in ``data_dir`` if given.
 
+    >>> len(load_math_benchmark("aime24"))
+    30
     >>> load_math_benchmark("math5000")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -244,8 +233,4 @@ def load_math_benchmark(name: str, data_dir: str | Path | None = None) -> list[P
     """
     if name not in MATH_BENCHMARKS:
         raise UserError(f"unknown math benchmark {name!r}; choose from {sorted(MATH_BENCHMARKS)}")
-    if data_dir is None:
-        data_dir = shared_data_dir()
-        if data_dir is None:
-            raise UserError("no benchmark data folder: set LONGRL_SHARED_DATA or pass data_dir")
-    return MATH_BENCHMARKS[name](Path(data_dir))
+    return MATH_BENCHMARKS[name](data_dir)

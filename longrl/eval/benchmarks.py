@@ -1,8 +1,12 @@
 """The benchmark registry of ``longrl eval``: name -> prompts (each carrying its scorer's task).
 
 ``countdown`` is built in; the math sets (math500, aime24, amc23, gsm8k, minerva_math) and
-humaneval read the public files in the shared data folder (``$LONGRL_SHARED_DATA`` or
-``../shared/data`` beside the checkout) and are graded by the math scorer and the code sandbox.
+humaneval ship with longrl (:mod:`longrl.data.benchmarks`, which describes each file) and are
+graded by the math scorer and the code sandbox. ``data_dir`` points the shipped sets at a user's
+own copy of the files instead.
+
+    >>> benchmark_names()[:3]
+    ['aime24', 'amc23', 'countdown']
 """
 
 from __future__ import annotations
@@ -13,22 +17,20 @@ from pathlib import Path
 from longrl.errors import UserError
 from longrl.types import Prompt
 
+COUNTDOWN_SOURCE = "built in: longrl/tasks/countdown.py, a fixed seed"
 
-def _countdown(_: Path | None) -> list[Prompt]:
+
+def _countdown(_: str | Path | None = None) -> list[Prompt]:
     from longrl.tasks.countdown import heldout_prompts
 
     return heldout_prompts()
 
 
-def _registry() -> dict[str, tuple[Callable[[Path | None], list[Prompt]], bool]]:
-    """name -> (loader, needs the shared data folder)."""
+def _registry() -> dict[str, Callable[[str | Path | None], list[Prompt]]]:
     from longrl.data.humaneval import CODE_BENCHMARKS
     from longrl.data.math import MATH_BENCHMARKS
 
-    reg: dict[str, tuple[Callable, bool]] = {"countdown": (_countdown, False)}
-    reg.update({name: (fn, True) for name, fn in MATH_BENCHMARKS.items()})
-    reg.update({name: (fn, True) for name, fn in CODE_BENCHMARKS.items()})
-    return reg
+    return {"countdown": _countdown, **MATH_BENCHMARKS, **CODE_BENCHMARKS}
 
 
 def benchmark_names() -> list[str]:
@@ -36,15 +38,29 @@ def benchmark_names() -> list[str]:
 
 
 def load_benchmark(name: str, data_dir: str | Path | None = None) -> list[Prompt]:
-    from longrl.data.math import shared_data_dir
-
+    """The prompts of benchmark ``name``; ``data_dir`` replaces the shipped files (not countdown)."""
     reg = _registry()
     if name not in reg:
         raise UserError(f"unknown benchmark {name!r}; choose from {sorted(reg)}")
-    loader, needs_data = reg[name]
-    if needs_data:
-        data_dir = Path(data_dir) if data_dir else shared_data_dir()
-        if data_dir is None or not data_dir.is_dir():
-            raise UserError(f"benchmark {name!r} reads the shared data folder; set LONGRL_SHARED_DATA "
-                            "or pass --data-dir")
-    return loader(data_dir)
+    return reg[name](data_dir)
+
+
+def benchmark_table() -> list[dict[str, str | int]]:
+    """One row per benchmark, for ``longrl eval --list``: name, prompts, task, source, licence."""
+    from longrl.data.benchmarks import BENCHMARKS
+
+    rows: list[dict[str, str | int]] = [
+        {"name": "countdown", "prompts": len(_countdown()), "task": "countdown", "source": COUNTDOWN_SOURCE,
+         "licence": "Apache-2.0 (part of longrl)"}
+    ]
+    rows += [{"name": b.name, "prompts": b.rows, "task": b.task, "source": b.source, "licence": b.licence}
+             for b in BENCHMARKS.values()]
+    return sorted(rows, key=lambda r: str(r["name"]))
+
+
+def format_benchmark_table() -> str:
+    """:func:`benchmark_table` as aligned text columns."""
+    cols = ("name", "prompts", "task", "source", "licence")
+    rows = [cols] + [tuple(str(r[c]) for c in cols) for r in benchmark_table()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
