@@ -30,6 +30,12 @@ class Prompt:
     level: int | None = None  # the integer difficulty label, when the data has one
     pass_rate: float | None = None  # curation's pass rate in [0, 1]: the sampler's initial success rate
     tags: dict[str, Any] = field(default_factory=dict)  # free-form metadata (source, split, ...)
+    # The prompt as chat messages ([{"role", "content"}, ...]) when the source stored it so (verl's
+    # schema, chat-format datasets); rendered with the model's chat template. ``text`` then holds
+    # the last user message, for display, dedup and judges.
+    messages: list[dict[str, str]] | None = None
+    # The source row's other columns (verl's extra_info, dataset fields), for reward functions.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -47,7 +47,7 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
              chat_template: bool = False, keep_rows: bool = False) -> EvalResult:
     from longrl.models.loading import encode_prompt
 
-    encoded = [encode_prompt(tokenizer, p.text, chat_template) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p.text, chat_template, messages=p.messages) for p in prompts]
     reqs = [GenRequest(ids, max_new_tokens, seed=_eval_seed(seed, i, j))
             for i, ids in enumerate(encoded) for j in range(n)]
     results = engine.generate(reqs, SamplingParams(temperature=temperature))

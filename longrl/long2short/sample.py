@@ -3,45 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from longrl.errors import UserError
 from longrl.long2short.select import Group
 from longrl.types import Prompt, Score
 
-BUILTIN = "countdown"  # --data countdown: training prompts of the built-in task (never held-out ones)
+if TYPE_CHECKING:
+    from longrl.config import DataConfig
 
+def load_prompts(data: str, limit: int | None = None, seed: int = 0,
+                 columns: DataConfig | None = None) -> list[Prompt]:
+    """A prompt source (a file, dataset folder or ``hf:NAME[:SPLIT]``, read by :mod:`longrl.data.sources`
+    with ``columns``' mapping; bad rows name file and line), or ``countdown``."""
+    from longrl.data.sources import read_task_prompts
 
-def load_prompts(data: str, limit: int | None = None, seed: int = 0) -> list[Prompt]:
-    """A prompt file (JSONL/Parquet with references; bad rows name file and line), or ``countdown``."""
-    if data == BUILTIN and not Path(data).exists():
-        from longrl.tasks import countdown
-
-        stream = countdown.train_prompts(seed)
-        return [next(stream) for _ in range(limit or 512)]
-    from longrl.data.prompts import load_prompt_file
-
-    prompts = load_prompt_file(Path(data))
-    if not prompts:
-        raise UserError(f"{data}: no prompts")
-    return prompts[:limit] if limit else prompts
+    return read_task_prompts(data, columns, limit=limit, seed=seed, field="--data")[0]
 
 
 def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temperature: float,
                   max_new_tokens: int, seed: int = 0, chat_template: bool = False,
-                  max_batch: int = 256) -> list[Group]:
+                  max_batch: int = 256, rewards=None) -> list[Group]:
     """n samples per prompt from ``model``, scored by each prompt's verifier.
 
     This is the evaluation runner's sample-and-score pass (same seeds, same scorers), kept per
-    prompt instead of averaged.
+    prompt instead of averaged. ``rewards`` is the run config's rewards section (None: defaults).
     """
     from longrl.eval.runner import evaluate
     from longrl.models.loading import stop_token_ids
-    from longrl.rewards import ScoreRouter
+    from longrl.rewards.compose import build_router
     from longrl.rollout.hf import HFEngine
 
     engine = HFEngine(model, stop_token_ids(tokenizer, model, chat_template), tokenizer.pad_token_id, max_batch)
-    router = ScoreRouter()
+    router = build_router(rewards, tasks={p.task for p in prompts})
     try:
         res = evaluate(engine, tokenizer, prompts, router, n=n, temperature=temperature,
                        max_new_tokens=max_new_tokens, greedy=False, seed=seed,

@@ -70,7 +70,7 @@ def shortest_rows(groups: Sequence[Group]) -> list[dict]:
     for g in groups:
         j = shortest_correct(g.lengths, g.correct)
         if j is not None:
-            rows.append({"prompt": g.prompt.text, "response": g.responses[j], "tokens": g.lengths[j],
+            rows.append({"prompt": g.prompt.messages or g.prompt.text, "response": g.responses[j], "tokens": g.lengths[j],
                          "prompt_id": g.prompt.id})
     return rows
 
@@ -80,7 +80,7 @@ def pair_rows(groups: Sequence[Group], ratio: float = 1.5) -> list[dict]:
     rows = []
     for g in groups:
         for c, r in preference_pairs(g.lengths, g.correct, ratio):
-            rows.append({"prompt": g.prompt.text, "chosen": g.responses[c], "rejected": g.responses[r],
+            rows.append({"prompt": g.prompt.messages or g.prompt.text, "chosen": g.responses[c], "rejected": g.responses[r],
                          "chosen_tokens": g.lengths[c], "rejected_tokens": g.lengths[r],
                          "rejected_correct": g.correct[r], "prompt_id": g.prompt.id})
     return rows

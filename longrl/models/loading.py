@@ -101,24 +101,47 @@ def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 1 << 30))
 
 
-def encode_prompt(tokenizer, text: str, chat_template: bool = False) -> list[int]:
+def encode_prompt(tokenizer, text: str | list[dict[str, str]], chat_template: bool = False,
+                  messages: list[dict[str, str]] | None = None) -> list[int]:
     """Token ids of a prompt, wrapped as a user turn when ``chat_template`` (instruct models).
 
     A plain prompt gets the special tokens the tokenizer adds by default (a Llama-family BOS; the
     built-in tiny tokenizer adds none), except an EOS after it, which would end the sample before
     it starts. A chat template writes its own special tokens into the text.
+
+    ``messages`` (a prompt stored as chat messages, :attr:`Prompt.messages`) replaces ``text``:
+    the chat template renders them all; without it a system message and one user message are
+    joined as plain text, and a conversation with earlier assistant turns is refused. ``text``
+    may itself be such a list (an SFT or DPO file's prompt column in chat format).
     """
+    if not isinstance(text, str):
+        text, messages = "", list(text)
     if chat_template:
         if tokenizer.chat_template is None:
             raise UserError("model.chat_template=true but the tokenizer has no chat template")
+        turns = messages if messages else [{"role": "user", "content": text}]
         # transformers 5 returns a dict unless told otherwise (list() of it is its keys)
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)
+        ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=False)
         return [int(i) for i in ids]
+    if messages:
+        text = plain_messages(messages)
     ids = list(tokenizer(text)["input_ids"])
     if ids and ids[-1] == tokenizer.eos_token_id and not text.endswith(str(tokenizer.eos_token)):
         ids.pop()
     return ids
+
+
+def plain_messages(messages: list[dict[str, str]]) -> str:
+    """Chat messages as the plain text a model without a chat template sees.
+
+    >>> plain_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}])
+    'Be brief.\n\n2+2?'
+    """
+    roles = [m.get("role") for m in messages]
+    if any(r not in ("system", "user") for r in roles) or roles.count("user") != 1 or roles[-1] != "user":
+        raise UserError(f"a prompt with chat turns {roles} needs the model's chat template "
+                        "(set model.chat_template=true); without it only a system and one user message are read")
+    return "\n\n".join(str(m.get("content", "")).strip() for m in messages)
 
 
 def end_of_turn_ids(tokenizer, chat_template: bool = False) -> list[int]:

@@ -10,6 +10,8 @@ pairs (the positive of a group is in all of them) is run once per step.
 
 from __future__ import annotations
 
+import json
+
 import math
 import random
 import time
@@ -59,8 +61,8 @@ def encode_pairs(tokenizer, rows: Sequence[tuple[str, str, str]], max_len: int, 
     seqs: list[Seq] = []
     end = end_of_turn_ids(tokenizer, chat_template)
 
-    def seq(prompt: str, response: str, row: int) -> int:
-        key = (prompt, response)
+    def seq(prompt: str | list[dict[str, str]], response: str, row: int) -> int:
+        key = (prompt if isinstance(prompt, str) else json.dumps(prompt), response)
         if key not in ids:
             p = encode_prompt(tokenizer, prompt, chat_template)
             r = tokenizer(response, add_special_tokens=False)["input_ids"] + end

@@ -18,6 +18,7 @@ from longrl.algo import get_algorithm
 from longrl.config import RunConfig
 from longrl.models.loading import encode_prompt
 from longrl.rewards import ScoreRouter
+from longrl.rewards.compose import term_metrics, total_reward
 from longrl.rewards.length import length_penalty_weight, length_rewards
 from longrl.sampling import PromptSampler
 from longrl.train.batch import Seq
@@ -96,7 +97,8 @@ class Trainer:
 
     def encode(self, p: Prompt) -> list[int]:
         if p.id not in self._encoded:
-            self._encoded[p.id] = encode_prompt(self.tokenizer, p.text, self.cfg.model.chat_template)
+            self._encoded[p.id] = encode_prompt(self.tokenizer, p.text, self.cfg.model.chat_template,
+                                                messages=p.messages)
         return self._encoded[p.id]
 
     def rollout(self) -> tuple[Counter, int]:
@@ -129,7 +131,7 @@ class Trainer:
             bonus = length_rewards([t.num_tokens for t in group], [t.score.correct for t in group])
             for t, b in zip(group, bonus):
                 t.len_reward = b
-                t.reward = t.score.value + w * b
+                t.reward = total_reward(t.score) + w * b  # task reward + weighted terms + length term
                 if t.stop_reason == "repetition":
                     t.reward += self.cfg.rollout.repeat_penalty
 
@@ -252,6 +254,11 @@ class Trainer:
             })
             for reason, n in Counter(t.score.reason for t in trajs).items():
                 m[f"reward/reason/{reason}"] = n
+            terms = term_metrics([t.score for t in trajs])  # with rewards.terms: each weighted term's mean
+            if terms:  # ... and the length term's, so that the terms add up to reward/mean (less repeat_penalty)
+                w = m["length_penalty/weight"]
+                terms["reward/term/length"] = float(np.mean([w * t.len_reward for t in trajs]))
+            m.update(terms)
         m.update({f"time/{k}_s": v for k, v in times.items()})
         for reason, n in stops.items():  # of the segments generated this iteration
             m[f"stop/{reason}"] = n

@@ -1,4 +1,4 @@
-"""``longrl sft [--data FILE] [--model DIR] [--out DIR]``: the supervised warm-up on its own."""
+"""``longrl sft [--data SOURCE] [--model DIR] [--out DIR]``: the supervised warm-up on its own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ def add_arguments(p) -> None:
     from longrl.config import add_config_arguments
 
     add_config_arguments(p)
-    p.add_argument("--data", help="JSONL of {prompt, response} pairs (default: built-in countdown traces)")
+    p.add_argument("--data", help="a JSONL/Parquet file, dataset folder or hf:NAME[:SPLIT] of prompt + "
+                   "response (or completion, or chat messages); --set data.prompt_key=... / "
+                   "data.response_key=... map other columns (default: built-in countdown traces)")
     p.add_argument("--model", help="local Hugging Face model folder (default: build the tiny model)")
     p.add_argument("--out", help="output model folder (default: runs/sft-<time>)")
 
