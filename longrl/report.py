@@ -53,6 +53,8 @@ FIGURES: dict[str, tuple[Panel, ...]] = {
     "accuracy.png": (
         Panel("Held-out accuracy", "accuracy", ("eval/pass1", "eval/greedy"), prefix=LEVEL_PREFIX, heldout=True),
     ),
+    # with rewards.terms: the task reward, each weighted term and the k1.5 length term (they add up to reward/mean)
+    "reward_terms.png": (Panel("Reward terms (weighted)", "reward", prefix="reward/term/"),),
     "length.png": (
         Panel("Response length", "tokens", ("response/len_mean", "response/len_p90")),
         Panel("Responses at the length cap", "fraction", ("response/clip_frac",)),
@@ -199,7 +201,7 @@ def plot_figures(records: list[dict[str, Any]], out_dir: Path,
 # ---- the page -----------------------------------------------------------------------------------
 
 
-def _table(rows: list[tuple[str, Any]]) -> str:
+def html_table(rows: list[tuple[str, Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.6g}"
@@ -228,7 +230,7 @@ def _eval_table(records: list[dict[str, Any]], max_rows: int = 50) -> str:
     return f"{note}<table><tr>{head}</tr>{body}</table>"
 
 
-_CSS = """body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}
+CSS = """body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}
 img{max-width:100%;display:block;margin:.5em 0}pre{background:#f6f6f6;padding:.8em;overflow:auto}
 .warn{color:#a40}"""
@@ -237,7 +239,7 @@ img{max-width:100%;display:block;margin:.5em 0}pre{background:#f6f6f6;padding:.8
 def _page(run_dir: Path, pngs: list[Path], records: list[dict[str, Any]], notes: list[str],
           summary: Any, evals: list[dict[str, Any]], config_text: str) -> str:
     esc = html.escape
-    head = f"<meta charset='utf-8'><title>longrl report: {esc(run_dir.name)}</title><style>{_CSS}</style>"
+    head = f"<meta charset='utf-8'><title>longrl report: {esc(run_dir.name)}</title><style>{CSS}</style>"
     parts = [f"<!doctype html><html><head>{head}</head><body>", f"<h1>longrl run {esc(run_dir.name)}</h1>"]
     iters = [x for r in records if (x := _number(r.get("iter"))) is not None]
     span = f", iterations {iters[0]:g} to {iters[-1]:g}" if iters else ""
@@ -245,9 +247,10 @@ def _page(run_dir: Path, pngs: list[Path], records: list[dict[str, Any]], notes:
     parts += [f"<p class='warn'>{esc(n)}</p>" for n in notes]
     parts.append("<h2>Summary</h2>")
     if isinstance(summary, dict):
-        parts.append(_table(list(summary.items())))
+        parts.append(html_table(list(summary.items())))
     else:
         parts.append(f"<p>{esc(str(summary))}</p>")
+    parts.append(_terms_table(records))
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No plottable metrics yet.</p>")
@@ -258,6 +261,22 @@ def _page(run_dir: Path, pngs: list[Path], records: list[dict[str, Any]], notes:
         parts += ["<h2>Evaluation (eval.jsonl)</h2>", _eval_table(evals)]
     parts += ["<h2>Config (config.yaml)</h2>", f"<pre>{esc(config_text)}</pre>", "</body></html>"]
     return "\n".join(parts)
+
+
+def _terms_table(records: list[dict[str, Any]], last: int = 10) -> str:
+    """With ``rewards.terms``: each weighted reward term's mean over the run and over its last iterations."""
+    keys = _level_keys(records, "reward/term/")
+    if not keys:
+        return ""
+    rows = [("term", "mean over the run", f"mean over the last {last} iterations")]
+    for k in keys + ["reward/mean"]:
+        ys = series(records, k)[1]
+        if ys:
+            rows.append((k.removeprefix("reward/term/"), sum(ys) / len(ys), sum(ys[-last:]) / len(ys[-last:])))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(v)}</td>"
+                                    for v in r) + "</tr>" for r in rows[1:])
+    return f"<h2>Reward terms (rewards.terms, weighted)</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def write_report(run_dir: Path) -> Path:

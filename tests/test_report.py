@@ -29,6 +29,7 @@ def fake_run(root: Path, *, truncated_tail: bool = True) -> Path:
             "iter": it,
             "reward/mean": 0.1 * it,
             "reward/task_mean": 0.1 * it + 0.05,
+            "reward/term/task": 0.1 * it + 0.05, "reward/term/format": 0.02, "reward/term/length": -0.07,
             "train/accuracy": 0.1 * it,
             "response/len_mean": 100 + 10 * it,
             "response/len_p90": 150 + 10 * it,
@@ -66,6 +67,8 @@ def test_write_report_makes_every_plot_and_page(tmp_path):
     # config is escaped inside a <pre>, never live markup
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert re.search(r"<pre>model: tiny", page)
+    # rewards.terms: one table of the weighted terms (the length term and the total included)
+    assert "<h2>Reward terms (rewards.terms, weighted)</h2>" in page and "<td>format</td><td>0.02</td>" in page
     # summary as a table, values escaped
     assert "<th>final/pass1</th><td>0.45</td>" in page and "&lt;tiny&gt;" in page
     assert "math500" in page  # eval.jsonl table
