@@ -41,7 +41,7 @@ def build_model(out: Path) -> Path:
 def bench_longrl(model_dir: Path, iters: int) -> dict:
     from longrl.config import load_config
     from longrl.models import load_model
-    from longrl.rewards import ScoreRouter
+    from longrl.rewards.compose import build_router
     from longrl.tasks import countdown
     from longrl.train.loop import make_engine
     from longrl.train.rl import Trainer
@@ -54,7 +54,7 @@ def bench_longrl(model_dir: Path, iters: int) -> dict:
     model, tok = load_model(model_dir)
     stream = countdown.train_prompts(0)
     pool = [next(stream) for _ in range(512)]
-    trainer = Trainer(cfg, model, tok, make_engine(cfg, model, tok), pool, ScoreRouter())
+    trainer = Trainer(cfg, model, tok, make_engine(cfg, model, tok), pool, build_router(cfg.rewards))
     n_params = sum(p.numel() for p in model.parameters())
     rows = []
     for i in range(iters + 1):

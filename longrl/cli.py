@@ -13,12 +13,15 @@ import sys
 
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "curate": ("longrl.data.curate.cli", "build an RL prompt set: format, dedup, decontamination, difficulty, hack filter"),
     "train": ("longrl.train.cli", "RL training (the quickstart when no config is given)"),
+    "warmup-data": ("longrl.data.warmup_cli", "long-CoT warm-up data by rejection sampling from a teacher"),
     "sft": ("longrl.train.sft_cli", "supervised long-CoT warm-up"),
     "long2short": ("longrl.long2short.cli", "merge, shortest rejection sampling, DPO, long2short RL, compare"),
     "eval": ("longrl.eval.cli", "evaluate a model on a benchmark"),
     "report": ("longrl.report", "plots and an HTML page from a run directory"),
     "sandbox": ("longrl.rewards.sandbox.cli", "run or serve the code-execution sandbox"),
+    "rewards": ("longrl.eval.rewards_check", "rewards check: score responses with the configured rewards (a dry run)"),
 }
 
 

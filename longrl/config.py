@@ -22,6 +22,7 @@ import yaml
 
 from longrl.errors import UserError
 from longrl.models.tiny import TinyModelConfig
+from longrl.rewards.options import CodeRewardConfig, MathRewardConfig, RewardTermConfig
 from longrl.tasks.countdown import SEARCH_ORDERS
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -50,11 +51,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "countdown"  # built-in task name, or a prompt file (JSONL/Parquet) for `train`
+    # built-in task name, or a prompt source (longrl/data/sources.py): a JSONL/Parquet file, a dataset
+    # folder, or hf:NAME[:SPLIT] / hf:NAME:CONFIG:SPLIT (a Hugging Face dataset)
+    task: str = "countdown"
     levels: list[int] = field(default_factory=lambda: [1, 2, 3])  # built-in task levels to train on
     heldout_per_level: int = 150  # built-in held-out problems per level (450 in all)
-    eval_file: str | None = None  # held-out prompt file when training on a file
+    eval_file: str | None = None  # held-out prompt source when training on one (same forms as task)
     skip_invalid: bool = False  # skip bad rows (written to rejects.jsonl) instead of stopping
+    task_default: str = "math"  # scorer of a row with no `task` column that data_source/ability do not name
+    prompt_key: str | None = None  # column holding the prompt (text or chat messages); None: auto-detect
+    answer_key: str | None = None  # column holding the reference (dotted for nested fields); None: auto-detect
+    response_key: str | None = None  # SFT: column holding the response; None: response, completion or messages
+
+    def validate(self) -> None:
+        # a task name, checked against the scorers (built-in or rewards.custom) once prompts are loaded
+        if not self.task_default.strip():
+            raise UserError("data.task_default: empty; name the scorer of rows that name none (e.g. math)")
+        for name in ("prompt_key", "answer_key", "response_key"):
+            key = getattr(self, name)
+            if key is not None and (not key.strip() or any(not part for part in key.split("."))):
+                raise UserError(f"data.{name}: {key!r} is not a column name (use dots for nested fields: a.b)")
 
 
 @dataclass
@@ -235,6 +251,92 @@ class ClusterConfig:
 
 
 @dataclass
+class RewardsConfig:
+    """What scores the responses (DESIGN §6). ``longrl.rewards.compose.build_router`` reads it in
+    every place that scores: train, eval, long2short, curate and the Ray reward workers."""
+
+    math: MathRewardConfig = field(default_factory=MathRewardConfig)
+    code: CodeRewardConfig = field(default_factory=CodeRewardConfig)
+    custom: dict[str, str] = field(default_factory=dict)  # task -> its scorer: module:function,
+    # path/to/file.py:function, an http(s) reward endpoint, or a built-in scorer name (e.g. gsm8k: math)
+    terms: dict[str, dict[str, RewardTermConfig]] = field(default_factory=dict)  # task -> name -> an extra
+    # weighted term added to the task's reward (each logged as reward/term/<name>); a string is {fn: it}
+    timeout: float = 30.0  # seconds per call of a reward function (per response in verl's form, per batch
+    # in TRL's and longrl's) and per request to a reward endpoint
+    workers: int = 1  # processes per reward function
+    retries: int = 2  # reward endpoint: retries of a failed request before its batch scores 0 (remote_error)
+    token_env: str = "LONGRL_REWARD_TOKEN"  # reward endpoint: environment variable holding its bearer token
+
+    def __post_init__(self) -> None:
+        # dict-valued fields: the loader builds dataclasses only, so the values are checked here
+        if not isinstance(self.custom, dict) or not all(isinstance(v, str) for v in self.custom.values()):
+            raise UserError(f"rewards.custom: expected a mapping of task -> 'module:function', got {self.custom!r}")
+        if not isinstance(self.terms, dict):
+            raise UserError(f"rewards.terms: expected a mapping of task -> term name -> {{fn, weight}}, "
+                            f"got {self.terms!r}")
+        for task, terms in list(self.terms.items()):
+            if not isinstance(terms, dict):
+                raise UserError(f"rewards.terms.{task}: expected a mapping of term name -> {{fn, weight}}, "
+                                f"got {terms!r}")
+            self.terms[task] = {name: self._term(t, f"rewards.terms.{task}.{name}") for name, t in terms.items()}
+
+    @staticmethod
+    def _term(t: Any, where: str) -> RewardTermConfig:
+        if isinstance(t, RewardTermConfig):
+            return t
+        if isinstance(t, str):
+            t = {"fn": t}
+        if not isinstance(t, dict):
+            raise UserError(f"{where}: expected {{fn, weight}} or 'module:function', got {t!r}")
+        return build(RewardTermConfig, t, where)
+
+    def validate(self) -> None:
+        """Every named function is imported and its signature checked now, before anything is written."""
+        from longrl.rewards.options import RESERVED_TERMS, check_source, has_scorer
+
+        self.math.validate()
+        self.code.validate()
+        if self.timeout <= 0 or self.workers < 1 or self.retries < 0:
+            raise UserError("rewards: timeout > 0, workers >= 1 and retries >= 0")
+        for task, source in self.custom.items():
+            check_source(source, f"rewards.custom.{task}")
+        for task, terms in self.terms.items():
+            if task not in self.custom and not has_scorer(task):
+                raise UserError(f"rewards.terms.{task}: task {task!r} has no scorer to add terms to; bind one "
+                                f"with rewards.custom.{task}")
+            for name, term in terms.items():
+                where = f"rewards.terms.{task}.{name}"
+                if name in RESERVED_TERMS:
+                    raise UserError(f"{where}: {name!r} is reserved (the task reward and the length penalty); "
+                                    "choose another name")
+                if not term.fn:
+                    raise UserError(f"{where}.fn: name the term's function (module:function or file.py:function)")
+                if not abs(term.weight) < float("inf"):  # NaN too
+                    raise UserError(f"{where}.weight must be a finite number")
+                check_source(term.fn, f"{where}.fn")
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """``--rewards CONFIG`` and ``--set rewards.KEY=VALUE``, for verbs that score without a run config."""
+        p.add_argument("--rewards", metavar="CONFIG", help="preset or YAML file whose rewards section configures "
+                       "the scorers (default: their built-in options)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="rewards.KEY=VALUE",
+                       help="override a rewards option, e.g. --set rewards.custom.my_task=my_rewards.py:exact")
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> RewardsConfig:
+        """The rewards section of ``--rewards`` with the ``--set`` overrides; validated."""
+        for pair in args.overrides:
+            if not pair.strip().startswith("rewards."):
+                raise UserError(f"--set {pair!r}: only rewards.* options apply here")
+        tree = read_yaml(resolve_preset(args.rewards)) if args.rewards else {}
+        tree = merge(tree, parse_overrides(args.overrides))
+        rewards = _coerce(tree.get("rewards") or {}, cls, "rewards")
+        rewards.validate()
+        return rewards
+
+
+@dataclass
 class RunConfig:
     name: str | None = None  # run directory name under out; default: a timestamp
     out: str = "runs"  # parent folder of run directories
@@ -252,6 +354,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

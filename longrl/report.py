@@ -272,7 +272,8 @@ def _terms_table(records: list[dict[str, Any]], last: int = 10) -> str:
     for k in keys + ["reward/mean"]:
         ys = series(records, k)[1]
         if ys:
-            rows.append((k.removeprefix("reward/term/"), sum(ys) / len(ys), sum(ys[-last:]) / len(ys[-last:])))
+            name = "total (reward/mean)" if k == "reward/mean" else k.removeprefix("reward/term/")
+            rows.append((name, sum(ys) / len(ys), sum(ys[-last:]) / len(ys[-last:])))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(v)}</td>"
                                     for v in r) + "</tr>" for r in rows[1:])

@@ -233,3 +233,19 @@ def test_spearman_handles_ties_and_constants():
     assert spearman([1, 1, 2, 2], [0.1, 0.2, 0.5, 0.6]) == pytest.approx(0.894427, abs=1e-5)
     assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
     assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_the_rewards_section_reaches_the_verifier(tmp_path, tiny_model_dir, capsys):
+    """A custom reward bound to the prompts' task grades curation's samples; an unbound task is refused."""
+    (tmp_path / "always.py").write_text("def right(data_source, solution_str, ground_truth, extra_info=None):\n"
+                                        "    return 1.0\n")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Say {i}.", "answer": str(i), "task": "echo"}) + "\n"
+                           for i in range(3)))
+    args = ["curate", "--in", str(src), "--model", str(tiny_model_dir), *FAST, "--set", "curate.dedup=false"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "'echo', which has no scorer" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*args, "--out", str(tmp_path / "b"), "--set", f"rewards.custom.echo={tmp_path / 'always.py'}:right"]) == 0
+    report = json.loads((tmp_path / "b" / "curation_report.json").read_text())
+    assert report["difficulty"]["mean_pass_rate"] == 1.0  # every sample graded right by the custom function
+    assert _ids(tmp_path / "b" / "kept.jsonl") == [] and report["counts"]["rejected"] == 3

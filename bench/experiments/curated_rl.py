@@ -59,7 +59,7 @@ def main() -> None:
     for name, data in (("uncurated", out / "uncurated.jsonl"), ("curated", out / "curated" / "kept.jsonl")):
         run = out / f"rl_{name}"
         if not (run / "summary.json").is_file():
-            sh("train", "--out", str(run), "--quiet", "--set", f"data.task={data}",
+            sh("train", "--out", str(out), "--name", run.name, "--quiet", "--set", f"data.task={data}",
                "--set", f"data.eval_file={out / 'heldout.jsonl'}", "--set", f"sft.warm_dir={args.warm}",
                "--set", f"seed={args.seed}", *[x for o in args.overrides for x in ("--set", o)])
         results[name] = last_eval(run)

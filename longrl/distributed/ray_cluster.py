@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import torch
 
 from longrl.errors import UserError, WorkerFailed
+from longrl.rewards import show_tracebacks
 from longrl.train.backends import Workers
 
 
@@ -147,11 +148,14 @@ class RolloutWorker:
 
 
 class RewardWorker:
-    def __init__(self, cpus: float):
-        _worker_setup(cpus)
-        from longrl.rewards import ScoreRouter
+    """Scores with the run config's ``rewards`` section; ``base_dir`` is the driver's working
+    directory, where relative reward-function paths and modules are looked for."""
 
-        self.router = ScoreRouter()
+    def __init__(self, cpus: float, rewards=None, base_dir: str | None = None):
+        _worker_setup(cpus)
+        from longrl.rewards.compose import build_router
+
+        self.router = build_router(rewards, base_dir=base_dir)  # a bad option fails the worker's start
 
     def node(self) -> str:
         return _node()
@@ -273,7 +277,9 @@ class RewardPool(_Group):
         chunks = _split(list(zip(prompts, texts)), len(self.actors))
         parts = self.get([a.score.remote([p for p, _ in c], [t for _, t in c])
                           for a, c in zip(self.actors, chunks)])
-        return [s for part in parts for s in part]
+        scores = [s for part in parts for s in part]
+        show_tracebacks(scores)  # a worker's stderr does not reach the driver
+        return scores
 
     def close(self) -> None:
         try:
@@ -366,7 +372,8 @@ class RayCluster:
         c = self.cfg.cluster
         if not c.reward_workers:
             return None
-        actors = self._actors(RewardWorker, c.reward_workers, False, lambda i: (c.cpus_per_worker,))
+        actors = self._actors(RewardWorker, c.reward_workers, False,
+                              lambda i: (c.cpus_per_worker, self.cfg.rewards, os.getcwd()))
         return self._group(RewardPool, "reward", actors)
 
     def close(self) -> None:
@@ -395,14 +402,14 @@ def ray_workers(cfg, model, tokenizer, start_dir) -> Workers:
 
     The workers hold the working copies of the policy; the driver's stays on the CPU for checkpoints.
     """
-    from longrl.rewards import ScoreRouter
+    from longrl.rewards.compose import build_router
 
     model.to("cpu")
     cluster = RayCluster(cfg)
     try:
         learner = cluster.trainer_group(start_dir)
         engine = cluster.rollout_group(start_dir)
-        router = cluster.reward_pool() or ScoreRouter()
+        router = cluster.reward_pool() or build_router(cfg.rewards)
     except BaseException:
         cluster.close()
         raise

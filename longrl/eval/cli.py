@@ -1,4 +1,4 @@
-"""``longrl eval --model DIR (--bench NAME | --data FILE) [--n 8]``."""
+"""``longrl eval --model DIR (--bench NAME | --data FILE) [--n 8]``; ``longrl eval --list``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,19 @@ from pathlib import Path
 def add_arguments(p) -> None:
     from longrl.eval.benchmarks import benchmark_names
 
-    p.add_argument("--model", required=True, help="local Hugging Face model folder")
-    p.add_argument("--bench", help=f"benchmark name: {', '.join(benchmark_names())}")
-    p.add_argument("--data", help="your own prompt file (JSONL/Parquet with prompt/problem and answer)")
-    p.add_argument("--data-dir", help="shared benchmark data folder (default: $LONGRL_SHARED_DATA or ../shared/data)")
+    p.add_argument("--model", help="local Hugging Face model folder (required unless --list)")
+    p.add_argument("--bench", help=f"benchmark name: {', '.join(benchmark_names())} (--list describes each)")
+    p.add_argument("--list", action="store_true",
+                   help="print every benchmark (prompts, scorer task, source, licence) and exit")
+    p.add_argument("--data", help="your own prompts: a JSONL/Parquet file, a dataset folder or "
+                   "hf:NAME[:SPLIT] (prompt text or chat messages and a reference; verl's schema too)")
+    p.add_argument("--prompt-key", help="with --data: the column holding the prompt (default: auto-detect)")
+    p.add_argument("--answer-key", help="with --data: the column holding the reference, dotted for nested "
+                   "fields (default: auto-detect)")
+    p.add_argument("--task-default", default="math",
+                   help="with --data: scorer of rows that name none (task, verl data_source/ability)")
+    p.add_argument("--data-dir", help="folder with your own copy of the benchmark files, under the shipped "
+                   "names (default: the copies shipped with longrl)")
     p.add_argument("--n", type=int, default=4, help="samples per prompt for pass@1 / pass@n (default 4)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=192, help="max new tokens per response")
@@ -22,35 +31,51 @@ def add_arguments(p) -> None:
     p.add_argument("--chat-template", action="store_true", help="wrap prompts with the chat template")
     p.add_argument("--out", help="output folder for eval.jsonl and eval_summary.json (default: beside the model)")
     p.add_argument("--seed", type=int, default=0)
+    from longrl.config import RewardsConfig
+
+    RewardsConfig.add_arguments(p)  # --rewards CONFIG and --set rewards.KEY=VALUE: the scorers' options
 
 
 def run(args) -> int:
+    if args.list:
+        from longrl.eval.benchmarks import format_benchmark_table
+
+        print(format_benchmark_table())
+        return 0
     from longrl.errors import UserError
     from longrl.eval.benchmarks import load_benchmark
     from longrl.eval.runner import evaluate
     from longrl.models.loading import load_model, quiet_transformers, resolve_device, stop_token_ids
-    from longrl.rewards import ScoreRouter
+    from longrl.config import RewardsConfig
+    from longrl.rewards.compose import build_router
     from longrl.rollout.hf import HFEngine
 
+    if args.model is None:
+        raise UserError("--model DIR is required (only --list runs without a model)")
     if (args.bench is None) == (args.data is None):
         raise UserError("give exactly one of --bench NAME or --data FILE")
     if args.n < 1:
         raise UserError("--n must be at least 1")
+    rewards = RewardsConfig.from_arguments(args)
     quiet_transformers()
     if args.bench:
         prompts, name = load_benchmark(args.bench, args.data_dir), args.bench
     else:
-        from longrl.data.prompts import load_prompt_file
+        from longrl.config import DataConfig
+        from longrl.data.sources import load_prompts, source_name
 
-        prompts, name = load_prompt_file(Path(args.data)), Path(args.data).stem
+        data = DataConfig(prompt_key=args.prompt_key, answer_key=args.answer_key,
+                          task_default=args.task_default)
+        data.validate()
+        prompts, name = load_prompts(args.data, data), source_name(args.data)
     if args.limit:
         prompts = prompts[: args.limit]
-    model, tok = load_model(args.model)
-    model.to(resolve_device())
-    engine = HFEngine(model, stop_token_ids(tok, args.model, args.chat_template), tok.pad_token_id)
-    router = ScoreRouter()
-    t0 = time.time()
+    router = build_router(rewards, tasks={p.task for p in prompts})  # a bad option stops here, before any work
     try:
+        model, tok = load_model(args.model)
+        model.to(resolve_device())
+        engine = HFEngine(model, stop_token_ids(tok, args.model, args.chat_template), tok.pad_token_id)
+        t0 = time.time()
         res = evaluate(engine, tok, prompts, router, n=args.n, temperature=args.temperature,
                        max_new_tokens=args.max_tokens, greedy=not args.no_greedy, seed=args.seed,
                        chat_template=args.chat_template, keep_rows=True)

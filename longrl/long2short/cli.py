@@ -24,6 +24,10 @@ def add_arguments(p) -> None:
     for name, (help_text, add, _) in ACTIONS.items():
         a = sub.add_parser(name, help=help_text, description=help_text)
         add(a)
+        if name in ("shortest", "dpo", "compare"):  # they score; rl reads its config's rewards section
+            from longrl.config import RewardsConfig
+
+            RewardsConfig.add_arguments(a)
         if name != "rl":  # rl takes these as config fields: --set threads=1 / seed=0
             a.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
             a.add_argument("--seed", type=int, default=0)
@@ -47,7 +51,8 @@ def run(args) -> int:
 def _sampling_args(a) -> None:
     a.add_argument("--model", required=True, help="the long-CoT model folder to sample from and train")
     a.add_argument("--data", required=True,
-                   help="prompt file (JSONL/Parquet with prompt and answer), or 'countdown' for the built-in task")
+                   help="prompts with references (a JSONL/Parquet file, dataset folder or hf:NAME[:SPLIT]), "
+                   "or 'countdown' for the built-in task")
     a.add_argument("--limit", type=int, help="use the first N prompts (countdown: how many to draw; default 512)")
     a.add_argument("--n", type=int, default=8, help="samples per prompt (default 8, as in k1.5)")
     a.add_argument("--max-tokens", type=int, default=192, help="max new tokens per sample")
@@ -59,7 +64,8 @@ def _sampling_args(a) -> None:
 def _args_short_sft(a) -> None:
     a.add_argument("--base", required=True, help="the long model's SFT start (e.g. runs/_warm/<key>)")
     a.add_argument("--out", required=True, help="output model folder (must not exist)")
-    a.add_argument("--data", help="JSONL of {prompt, response} short solutions (default: built-in short traces)")
+    a.add_argument("--data", help="short solutions as prompt + response (a JSONL/Parquet file, dataset "
+                   "folder or hf:NAME[:SPLIT]; default: built-in short traces)")
     a.add_argument("--examples", type=int, default=8000, help="built-in short traces to write (default 8000)")
     a.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     a.add_argument("--epochs", type=float, default=1.0)
@@ -111,8 +117,8 @@ def _args_compare(a) -> None:
     a.add_argument("models", nargs="+", metavar="MODEL", help="model folders; the first is the baseline")
     a.add_argument("--labels", help="comma-separated names for the plot and table (default: folder names)")
     a.add_argument("--bench", help="benchmark name (default: countdown, the built-in held-out set)")
-    a.add_argument("--data", help="your own prompt file instead of a benchmark")
-    a.add_argument("--data-dir", help="shared benchmark data folder")
+    a.add_argument("--data", help="your own prompts instead of a benchmark (a file, dataset folder or hf:NAME)")
+    a.add_argument("--data-dir", help="your own copy of the benchmark files (default: the shipped copies)")
     a.add_argument("--limit", type=int, help="evaluate only the first N prompts")
     a.add_argument("--n", type=int, default=4, help="samples per prompt for pass@1 (default 4)")
     a.add_argument("--max-tokens", type=int, default=192, help="max new tokens per response")
@@ -138,9 +144,9 @@ def _run_short_sft(args) -> int:
     cfg = SFTConfig(examples=args.examples, lr=args.lr, epochs=args.epochs, batch_tokens=args.batch_tokens)
     cfg.validate()
     if args.data:
-        from longrl.data.prompts import load_sft_file
+        from longrl.data.sources import load_sft_examples
 
-        examples, source = load_sft_file(Path(args.data)), args.data
+        examples, source = load_sft_examples(args.data), args.data
     else:
         from longrl.tasks import countdown
 
@@ -188,19 +194,22 @@ def _prepare_sampling(args):
     model, tok = load_model(args.model)
     ctx = context_length(model)
     for p in prompts:
-        if len(encode_prompt(tok, p.text, args.chat_template)) + args.max_tokens > ctx:
+        if len(encode_prompt(tok, p.text, args.chat_template, messages=p.messages)) + args.max_tokens > ctx:
             raise UserError(f"{args.data}: prompt {p.id!r} plus --max-tokens {args.max_tokens} exceeds the "
                             f"model's context of {ctx} tokens")
     return prompts, model, tok
 
 
 def _sample(args, prompts, model, tok):
+    from longrl.config import RewardsConfig
     from longrl.long2short.sample import sample_groups
 
+    rewards = RewardsConfig.from_arguments(args)
     _say(args, f"sampling {args.n} responses for each of {len(prompts)} prompts from {args.model} ...")
     t0 = time.time()
     groups = sample_groups(model, tok, prompts, n=args.n, temperature=args.temperature,
-                           max_new_tokens=args.max_tokens, seed=args.seed, chat_template=args.chat_template)
+                           max_new_tokens=args.max_tokens, seed=args.seed, chat_template=args.chat_template,
+                           rewards=rewards)
     return groups, time.time() - t0
 
 
@@ -303,6 +312,7 @@ def _run_rl(args) -> int:
 
 
 def _run_compare(args) -> int:
+    from longrl.config import RewardsConfig
     from longrl.errors import UserError
     from longrl.eval.benchmarks import load_benchmark
     from longrl.long2short.compare import evaluate_models, format_table, plot_points
@@ -312,15 +322,16 @@ def _run_compare(args) -> int:
         raise UserError("give at most one of --bench NAME or --data FILE")
     if args.n < 1:
         raise UserError("--n must be at least 1")
+    rewards = RewardsConfig.from_arguments(args)
     for m in args.models:
         check_model_dir(m, "MODEL")
     labels = args.labels.split(",") if args.labels else [Path(m).name for m in args.models]
     if len(labels) != len(args.models):
         raise UserError(f"--labels has {len(labels)} names for {len(args.models)} models")
     if args.data:
-        from longrl.data.prompts import load_prompt_file
+        from longrl.data.sources import load_prompts, source_name
 
-        prompts, name = load_prompt_file(Path(args.data)), Path(args.data).stem
+        prompts, name = load_prompts(args.data), source_name(args.data)
     else:
         name = args.bench or "countdown"
         prompts = load_benchmark(name, args.data_dir)
@@ -328,7 +339,7 @@ def _run_compare(args) -> int:
         prompts = prompts[: args.limit]
     points = evaluate_models(args.models, labels, prompts, n=args.n, temperature=args.temperature,
                              max_new_tokens=args.max_tokens, seed=args.seed, chat_template=args.chat_template,
-                             greedy=not args.no_greedy, progress=not args.quiet)
+                             greedy=not args.no_greedy, progress=not args.quiet, rewards=rewards)
     table = format_table(points)
     print(f"\n{name}: {len(prompts)} prompts x {args.n} samples, at most {args.max_tokens} new tokens\n{table}")
     out = Path(args.out)

@@ -35,14 +35,16 @@ class ModelPoint:
 
 def evaluate_models(models: Sequence[str | Path], labels: Sequence[str], prompts: Sequence[Prompt], *,
                     n: int, temperature: float, max_new_tokens: int, seed: int = 0,
-                    chat_template: bool = False, greedy: bool = True, progress: bool = True) -> list[ModelPoint]:
+                    chat_template: bool = False, greedy: bool = True, progress: bool = True,
+                    rewards=None) -> list[ModelPoint]:
+    """Each model's point on the same prompts; ``rewards``: the run config's rewards section (None: defaults)."""
     from longrl.eval.runner import evaluate
     from longrl.models.loading import load_model, stop_token_ids
-    from longrl.rewards import ScoreRouter
+    from longrl.rewards.compose import build_router
     from longrl.rollout.hf import HFEngine
 
     points = []
-    router = ScoreRouter()
+    router = build_router(rewards, tasks={p.task for p in prompts})
     try:
         for path, label in zip(models, labels):
             if progress:

@@ -7,17 +7,19 @@ and returns one :class:`~longrl.types.Score` per response::
     >>> from longrl.types import Prompt
     >>> p = Prompt(id="0", text="Use 3 5 to make 8.", reference={"numbers": [3, 5], "target": 8},
     ...            task="countdown")
-    >>> get_scorer("countdown")([p], ["...\\nAnswer: 3+5"])[0].reason
+    >>> get_scorer("countdown")([p], ["...\\nanswer 3+5"])[0].reason
     'ok'
 
 Built-in scorers are imported lazily (math and code pull in heavy dependencies), so the table
 below maps a name to ``module:factory``. ``register_scorer`` adds user scorers. No caller builds a
-scorer any other way.
+scorer any other way; every place that scores builds its router from the run config's ``rewards``
+section with :func:`longrl.rewards.compose.build_router` (options, custom functions, reward terms).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -61,15 +63,22 @@ def get_scorer(name: str, **options: Any) -> Scorer:
 
 
 class ScoreRouter:
-    """Scores a mixed batch: each prompt's ``task`` picks its scorer, built once and reused."""
+    """Scores a mixed batch: each prompt's ``task`` picks its scorer, built once and reused.
 
-    def __init__(self, options: dict[str, dict[str, Any]] | None = None):
+    ``factory(task)`` builds a task's scorer (default: ``get_scorer(task, **options[task])``); a
+    factory with a ``close`` owns what it built and is closed instead of the scorers.
+    """
+
+    def __init__(self, options: dict[str, dict[str, Any]] | None = None, *,
+                 factory: Callable[[str], Scorer] | None = None):
         self._options = options or {}
+        self._factory = factory
         self._scorers: dict[str, Scorer] = {}
 
     def scorer(self, task: str) -> Scorer:
         if task not in self._scorers:
-            self._scorers[task] = get_scorer(task, **self._options.get(task, {}))
+            self._scorers[task] = (self._factory(task) if self._factory is not None
+                                   else get_scorer(task, **self._options.get(task, {})))
         return self._scorers[task]
 
     def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Score]:
@@ -83,10 +92,32 @@ class ScoreRouter:
             scores = self.scorer(task)([prompts[i] for i in idx], [responses[i] for i in idx])
             for i, s in zip(idx, scores):
                 out[i] = s
+        show_tracebacks(out)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
+        if self._factory is not None and hasattr(self._factory, "close"):
+            self._factory.close()
+            return
         for s in self._scorers.values():
             close = getattr(s, "close", None)
             if close is not None:
                 close()
+
+
+_SHOWN_TRACEBACKS: set[tuple[str, str]] = set()
+
+
+def show_tracebacks(scores: Sequence[Score]) -> None:
+    """Print, once per process for each (function, reason), the traceback a user's reward function
+    left in a score (:mod:`longrl.rewards.custom`: ``parts["traceback"]``, or a reward term's in
+    ``parts["term_tracebacks"]``). Its responses scored 0 and are counted under the reason."""
+    for s in scores:
+        found = list(s.parts.get("term_tracebacks", ()))
+        if s.parts.get("traceback"):
+            found.append((s.parts.get("source", "?"), s.reason, s.parts["traceback"]))
+        for source, reason, tb in found:
+            if (str(source), reason) not in _SHOWN_TRACEBACKS:
+                _SHOWN_TRACEBACKS.add((str(source), reason))
+                print(f"longrl: the reward function {source} failed ({reason}: scored 0 and counted; shown "
+                      f"once):\n{str(tb).rstrip()}", file=sys.stderr, flush=True)

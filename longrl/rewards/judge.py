@@ -171,6 +171,55 @@ class EngineJudgeBackend:
         return [self.tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in results]
 
 
+def connect_openai(
+    base_url: str,
+    *,
+    model: str | None = None,
+    api_key: str | None = None,
+    request_timeout: float = 120.0,
+    client_retries: int = 2,
+    role: str = "judge",
+    url_option: str = "the scorer option judge_base_url",
+    model_option: str = "judge_model",
+) -> tuple[Any, str]:
+    """An ``openai.OpenAI`` client for an OpenAI-compatible ``/v1`` endpoint, and the model to ask.
+
+    Shared by the judge and the warm-up teacher (``longrl warmup-data``). The endpoint is checked
+    with ``GET /models``: one that does not answer, serves no model, or does not serve ``model`` is
+    a :class:`UserError` naming ``url_option`` / ``model_option``, raised before any work starts.
+    ``model=None`` takes the first model listed. ``api_key`` falls back to ``$OPENAI_API_KEY``, then
+    to ``"EMPTY"`` (local vLLM / SGLang servers need none).
+    """
+    try:
+        import openai
+    except ImportError as e:
+        raise UserError(
+            f"the OpenAI-compatible {role} backend needs the openai client: pip install openai"
+        ) from e
+    import os
+
+    client = openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+        timeout=request_timeout,
+        max_retries=client_retries,
+    )
+    try:
+        listed = [m.id for m in client.models.list(timeout=min(request_timeout, 10.0))]
+    except Exception as e:  # noqa: BLE001 - any failure to answer means the endpoint is unusable
+        raise UserError(
+            f"{role} endpoint {base_url} did not answer a health check ({type(e).__name__}: {e}); "
+            f"start the server or fix {url_option}"
+        ) from e
+    if model is None:
+        if not listed:
+            raise UserError(f"{role} endpoint {base_url} serves no models; set {model_option}")
+        model = listed[0]
+    elif listed and model not in listed:
+        raise UserError(f"{role} endpoint {base_url} does not serve model {model!r}; it lists {listed}")
+    return client, model
+
+
 class OpenAIJudgeBackend:
     """A judge behind an OpenAI-compatible ``/v1`` endpoint (``openai`` client, imported lazily).
 
@@ -192,34 +241,13 @@ class OpenAIJudgeBackend:
         concurrency: int = 8,
         client_retries: int = 2,
     ):
-        try:
-            import openai
-        except ImportError as e:
-            raise UserError(
-                "the OpenAI-compatible judge backend needs the openai client: pip install openai"
-            ) from e
-        import os
-
-        self.client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-            timeout=request_timeout,
-            max_retries=client_retries,
+        self.client, self.model = connect_openai(
+            base_url,
+            model=model,
+            api_key=api_key,
+            request_timeout=request_timeout,
+            client_retries=client_retries,
         )
-        try:
-            listed = [m.id for m in self.client.models.list(timeout=min(request_timeout, 10.0))]
-        except Exception as e:  # noqa: BLE001 - any failure to answer means the judge is unusable
-            raise UserError(
-                f"judge endpoint {base_url} did not answer a health check ({type(e).__name__}: {e}); "
-                "start the server or fix the scorer option judge_base_url"
-            ) from e
-        if model is None:
-            if not listed:
-                raise UserError(f"judge endpoint {base_url} serves no models; set judge_model")
-            model = listed[0]
-        elif listed and model not in listed:
-            raise UserError(f"judge endpoint {base_url} does not serve model {model!r}; it lists {listed}")
-        self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.concurrency = concurrency

@@ -63,6 +63,11 @@ class MathScorer:
     - ``judge``: a :class:`~longrl.rewards.judge.CoTJudge` (e.g. over a rollout engine), or
     - ``judge_base_url`` / ``judge_model`` / ``judge_api_key`` / ``judge_max_tokens``: build one
       over an OpenAI-compatible endpoint; it is health-checked here, at start-up.
+    - ``reject_hedged`` / ``reject_code_block`` / ``reject_prompt_echo``: the guards of step 2 (on
+      by default); off, such an answer is graded like any other.
+
+    The run config's ``rewards.math`` section sets these (:func:`longrl.rewards.compose.build_router`).
+    A judge with a ``close`` (one over a local engine) is closed with the scorer.
     """
 
     def __init__(
@@ -78,6 +83,9 @@ class MathScorer:
         judge_model: str | None = None,
         judge_api_key: str | None = None,
         judge_max_tokens: int = 2048,
+        reject_hedged: bool = True,
+        reject_code_block: bool = True,
+        reject_prompt_echo: bool = True,
     ):
         if policy not in POLICIES:
             raise UserError(f"math scorer: unknown policy {policy!r}; choose from {list(POLICIES)}")
@@ -87,6 +95,8 @@ class MathScorer:
             raise UserError(f"math scorer: max_answer_chars must be >= 1, got {max_answer_chars}")
         self.policy = policy
         self.max_answer_chars = max_answer_chars
+        self.reject_hedged, self.reject_code_block = reject_hedged, reject_code_block
+        self.reject_prompt_echo = reject_prompt_echo
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # one batch at a time: the pool's pipes are not shared safely
         self.judge = judge
@@ -161,15 +171,15 @@ class MathScorer:
             ref = reference_answer(prompt.reference)
         except ValueError as e:
             return Score(0.0, "bad_reference", {"detail": str(e)}), "", "", ""
-        echoes = (prompt.text, str(prompt.tags.get("problem", "")))
-        ext = final_answer(response, echoes)
+        echoes = (prompt.text, str(prompt.tags.get("problem", ""))) if self.reject_prompt_echo else ()
+        ext = final_answer(response, echoes, mask_code=self.reject_code_block)
         if ext.answer is None:
             return Score(0.0, ext.reason, {"answer": None, "reference": ref, "grader": "rule"}), ref, "", ""
         parts = {"answer": ext.answer[:_SHOWN_CHARS], "reference": ref, "grader": "rule", "source": ext.kind}
         if len(ext.answer) > self.max_answer_chars:
             parts["answer_chars"] = len(ext.answer)
             return Score(0.0, "too_long", parts), ref, ext.answer, ext.kind
-        if is_hedged(ext.answer, ref):
+        if self.reject_hedged and is_hedged(ext.answer, ref):
             return Score(0.0, "hedged", parts), ref, ext.answer, ext.kind
         return None, ref, ext.answer, ext.kind
 
@@ -193,9 +203,12 @@ class MathScorer:
             scores[i] = Score(1.0 if verdict.correct else 0.0, verdict.reason, parts)
 
     def close(self) -> None:
-        """Shut the grading workers down. Safe to call twice."""
+        """Shut the grading workers down (and the judge's engine, if it has one). Safe to call twice."""
         if self.pool is not None:
             self.pool.close()
+        close = getattr(self.judge, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> MathScorer:
         return self

@@ -203,17 +203,21 @@ def _extract(text: str) -> Extraction | None:
     return None
 
 
-def final_answer(response: str | bytes, echoes: tuple[str, ...] | list[str] = ()) -> Extraction:
+def final_answer(response: str | bytes, echoes: tuple[str, ...] | list[str] = (), *,
+                 mask_code: bool = True) -> Extraction:
     """The final answer of ``response`` (see the module docstring for the rule).
 
     ``echoes`` are texts the model was shown (the prompt, the problem): an answer that appears
-    only inside a verbatim copy of them is the prompt's, not the model's.
+    only inside a verbatim copy of them is the prompt's, not the model's. ``mask_code=False``
+    reads answers inside code blocks too (the guard ``rewards.math.reject_code_block`` off).
 
     >>> final_answer("Answer: 12").answer, final_answer("no idea").reason
     ('12', 'no_answer')
+    >>> final_answer("```\\n\\\\boxed{7}\\n```", mask_code=False).answer
+    '7'
     """
     text = clean_text(response)
-    code = code_spans(text)
+    code = code_spans(text) if mask_code else []
     echo = echo_spans(text, echoes)
     found = _extract(mask(text, code + echo))
     if found is not None:

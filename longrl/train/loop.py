@@ -17,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from longrl.config import RunConfig, dump_yaml, to_dict
+from longrl.data.rows import Rejects
+from longrl.data.sources import SFTExample
 from longrl.errors import UserError
 from longrl.models.loading import (
     architecture,
@@ -31,7 +33,7 @@ from longrl.models.loading import (
     tiny_architecture,
 )
 from longrl.models.precision import autocast_dtype, master_dtype
-from longrl.rewards import ScoreRouter
+from longrl.rewards.compose import build_router, check_tasks
 from longrl.rollout.hf import HFEngine
 from longrl.tasks import countdown
 from longrl.train import checkpoint as ckpt
@@ -42,7 +44,13 @@ from longrl.types import Prompt
 
 
 def load_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
-    """(training pool, held-out set) for ``data.task``: the built-in task or a prompt file."""
+    """(training pool, held-out set) for ``data.task``: the built-in task or a prompt source."""
+    pool, held, _ = read_prompts(cfg)
+    return pool, held
+
+
+def read_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt], list[Rejects]]:
+    """:func:`load_prompts` and the rows ``data.skip_invalid`` skipped, to write beside the run."""
     d = cfg.data
     if d.task == countdown.TASK:
         bad = [lv for lv in d.levels if lv not in countdown.LEVELS]
@@ -50,24 +58,26 @@ def load_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
             raise UserError(f"data.levels: {bad} are not countdown levels {list(countdown.LEVELS)}")
         stream = countdown.train_prompts(cfg.seed, d.levels)
         pool = [next(stream) for _ in range(cfg.sampling.pool_size)]
-        return pool, countdown.heldout_prompts(d.heldout_per_level)
-    from longrl.data.prompts import load_prompt_file
+        return pool, countdown.heldout_prompts(d.heldout_per_level), []
+    from longrl.data import sources
 
-    path = Path(d.task)
-    if not path.exists():
-        raise UserError(f"data.task: {d.task!r} is neither a built-in task ({countdown.TASK}) nor a file")
-    train = load_prompt_file(path, skip_invalid=d.skip_invalid)
-    held = load_prompt_file(Path(d.eval_file), skip_invalid=d.skip_invalid) if d.eval_file else []
+    if not d.task.startswith(sources.HF) and not Path(d.task).exists():
+        raise UserError(f"data.task: {d.task!r} is neither a built-in task ({countdown.TASK}) nor a file, "
+                        "dataset folder or hf:NAME[:SPLIT]")
+    train, rejects = sources.read_prompts(d.task, d)
+    if not train:
+        raise UserError(f"data.task: {d.task} holds no prompts")
+    held, held_rejects = sources.read_prompts(d.eval_file, d) if d.eval_file else ([], Rejects())
     overlap = {p.text for p in train} & {p.text for p in held}
     if overlap:
         raise UserError(f"data.eval_file shares {len(overlap)} prompt(s) with data.task; held-out "
                         "prompts must never appear in training")
-    return train, held
+    return train, held, [r for r in (rejects, held_rejects) if len(r)]
 
 
 def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: int, what: str) -> None:
     for p in prompts:
-        n = len(encode_prompt(tokenizer, p.text, cfg.model.chat_template))
+        n = len(encode_prompt(tokenizer, p.text, cfg.model.chat_template, messages=p.messages))
         if n + cfg.rollout.max_length > ctx:
             raise UserError(f"{what}: prompt {p.id!r} is {n} tokens; with rollout.max_length="
                             f"{cfg.rollout.max_length} it exceeds the model's context of {ctx} tokens")
@@ -130,11 +140,12 @@ def expected_architecture(cfg: RunConfig) -> tuple[dict, str]:
     return architecture(json.loads(config_json.read_text())), f"model.path ({config_json})"
 
 
-def sft_examples(cfg: RunConfig) -> tuple[list[tuple[str, str]], str]:
+def sft_examples(cfg: RunConfig) -> tuple[list[SFTExample], str]:
+    """(prompt, response) pairs of ``sft.data`` (any :mod:`longrl.data.sources` source), or built-in traces."""
     if cfg.sft.data:
-        from longrl.data.prompts import load_sft_file
+        from longrl.data.sources import load_sft_examples
 
-        return load_sft_file(Path(cfg.sft.data), skip_invalid=cfg.data.skip_invalid), cfg.sft.data
+        return load_sft_examples(cfg.sft.data, cfg.data), cfg.sft.data
     return countdown.sft_examples(cfg.seed, cfg.sft.examples, give_up_prob=cfg.sft.give_up_prob,
                                   slip_prob=cfg.sft.slip_prob, order=cfg.sft.search_order), "built-in countdown traces"
 
@@ -157,7 +168,7 @@ def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None =
 def local_workers(cfg: RunConfig, model, tokenizer, start_dir: Path) -> Workers:
     """The ``local`` backend (:mod:`longrl.train.backends`): engine, scorer and updates in this process."""
     model.to(resolve_device(cfg.model.device))
-    return Workers(make_engine(cfg, model, tokenizer, start_dir), ScoreRouter())
+    return Workers(make_engine(cfg, model, tokenizer, start_dir), build_router(cfg.rewards))
 
 
 # ----------------------------------------------------------------------------- the run
@@ -195,7 +206,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    pool, heldout = load_prompts(cfg)
+    pool, heldout, rejects = read_prompts(cfg)
+    check_tasks(cfg.rewards, {p.task for p in pool} | {p.task for p in heldout})  # every task has a scorer
     if resume_dir is not None:
         run_dir = resume_dir
         last = ckpt.latest_checkpoint(run_dir / "checkpoints")
@@ -219,6 +231,9 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_dir is None:
             ckpt.write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+            for r in rejects:  # data.skip_invalid: the skipped rows, beside the run
+                r.write(run_dir / "rejects.jsonl")
+                print(f"skipped {len(r)} invalid row(s) of {r.source} (see {run_dir / 'rejects.jsonl'})")
         run = Run(cfg, run_dir, resume_dir is not None, progress)
         trainer = Trainer(cfg, model, tok, workers.engine, pool, workers.router, learner=workers.learner)
         summary: dict = {}

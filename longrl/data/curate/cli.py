@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", nargs="?", help="YAML file with curate / data / model sections (optional)")
+    p.add_argument("config", nargs="?", help="YAML file with curate / data / model / rewards sections (optional)")
     p.add_argument("--in", dest="source", required=True,
                    help="prompt file (JSONL/Parquet), hf:NAME[:SPLIT], a dataset folder, or countdown")
     p.add_argument("--out", required=True, help="output folder (kept.jsonl, rejected.jsonl, the report)")
@@ -94,6 +94,10 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     inputs, skipped = load_input(args.source, cfg.data, args.limit, cfg.curate.seed)
+    if cfg.curate.uses_model:
+        from longrl.rewards.compose import check_tasks
+
+        check_tasks(cfg.rewards, {p.task for p in inputs})  # every prompt's task has a verifier
     extra_refs = reference_file_prompts(args.decontaminate) if cfg.curate.decontaminate else {}
     say = (lambda *a: None) if args.quiet else print
     say(f"curating {len(inputs)} prompts from {args.source}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longrl.config import DataConfig, ModelConfig
+from longrl.config import DataConfig, ModelConfig, RewardsConfig
 from longrl.data.curate.rules import Drop
 from longrl.errors import UserError
 from longrl.types import Prompt
@@ -98,15 +98,19 @@ class CurateConfig:
 
 @dataclass
 class CurateRun:
-    """The config tree ``longrl curate`` reads: ``curate``, ``data`` (loading) and ``model``."""
+    """The config tree ``longrl curate`` reads: ``curate``, ``data`` (loading), ``model`` and ``rewards``
+    (the verifiers, as a training run configures them)."""
 
     curate: CurateConfig = field(default_factory=CurateConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
 
     def validate(self) -> None:
         self.curate.validate()
+        self.data.validate()
         self.model.validate()
+        self.rewards.validate()
 
 
 # ------------------------------------------------------------------------------- input
@@ -203,7 +207,7 @@ def model_stages(prompts: list[Prompt], run: CurateRun, state_dir: Path, *, prog
         """Opened at the first prompt to sample: a finished run read from the state loads no model."""
         if not opened:
             from longrl.models.loading import quiet_transformers
-            from longrl.rewards import ScoreRouter
+            from longrl.rewards.compose import build_router
             from longrl.rollout.text import check_lengths, open_engine
 
             quiet_transformers()
@@ -212,7 +216,7 @@ def model_stages(prompts: list[Prompt], run: CurateRun, state_dir: Path, *, prog
             opened["te"] = te
             check_lengths(te, prompts, max(cfg.max_tokens if cfg.difficulty else 0,
                                            cfg.hack_max_tokens if cfg.hack_filter else 0))
-            opened["router"] = ScoreRouter()
+            opened["router"] = build_router(run.rewards, tasks={p.task for p in prompts})
         return opened["te"], opened["router"]
 
     def lazy(stage_sampler: Callable[..., Any], **kw: Any):
