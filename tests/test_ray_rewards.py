@@ -36,9 +36,9 @@ def cluster():
 def test_reward_workers_score_with_the_configured_functions(cluster, tmp_path, monkeypatch, capsys):
     import os
 
-    (tmp_path / "my_rewards.py").write_text(REWARDS)
+    (tmp_path / "ray_reward_fns.py").write_text(REWARDS)
     monkeypatch.chdir(tmp_path)  # a relative path, as a user writes it, resolved in the driver's directory
-    cluster.cfg = _cfg("rewards.custom.mine=my_rewards.py:exact", "rewards.terms.mine.fmt.fn=my_rewards.py:fails",
+    cluster.cfg = _cfg("rewards.custom.mine=ray_reward_fns.py:exact", "rewards.terms.mine.fmt.fn=ray_reward_fns.py:fails",
                        "rewards.terms.mine.fmt.weight=0.5", "cluster.reward_workers=2")
     pool = cluster.reward_pool()
     prompts = [Prompt(id=str(i), text="q", reference="4", task="mine") for i in range(4)]
