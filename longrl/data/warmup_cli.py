@@ -15,12 +15,9 @@ into place only when complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 FILES = ("warmup.jsonl", "samples.jsonl", "warmup_report.json")
@@ -71,6 +68,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from longrl.data.warmup import build_report, load_source, read_instruction, run_warmup
     from longrl.errors import UserError
+    from longrl.long2short.io import staged_output
     from longrl.rewards import ScoreRouter
 
     t_start = time.time()
@@ -87,7 +85,7 @@ def run(args) -> int:
           + (f" (at most {per_prompt} per prompt)" if per_prompt else ""))
     router = ScoreRouter()
     try:
-        with _staged(out) as tmp:
+        with staged_output(out, replace=True) as tmp:  # --force and an empty folder were checked above
             with open(tmp / FILES[0], "w", encoding="utf-8") as sft, open(tmp / FILES[1], "w", encoding="utf-8") as aud:
                 res = run_warmup(prompts, teacher, router, n=args.n, instruction=instruction, keep=args.keep,
                                  per_prompt=per_prompt, chunk=chunk, sft_out=sft, samples_out=aud,
@@ -180,26 +178,6 @@ def _open_teacher(args, api_key: str | None, prompts, instruction: str):
         teacher.close()
         raise
     return teacher, max(1, 256 // args.n)  # ~256 sequences per engine call (the engines' default batch)
-
-
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary sibling folder, renamed to ``out`` (replacing it under --force) when the block succeeds."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.replace(old)
-        tmp.replace(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.replace(out)
 
 
 def _print_report(r: dict) -> None:

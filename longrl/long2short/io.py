@@ -116,9 +116,13 @@ def check_new_output(out: str | Path, flag: str = "--out") -> Path:
 
 
 @contextlib.contextmanager
-def staged_output(out: str | Path) -> Iterator[Path]:
-    """Write into a temporary sibling folder, renamed to ``out`` only when the block succeeds."""
-    out = check_new_output(out)
+def staged_output(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Write into a temporary sibling folder, renamed to ``out`` only when the block succeeds.
+
+    ``out`` must be new or empty, unless ``replace`` (a verb's ``--force``): then an existing
+    ``out`` is replaced whole once the new one is complete.
+    """
+    out = Path(out) if replace else check_new_output(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -128,8 +132,12 @@ def staged_output(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
         raise
     if out.exists():
-        out.rmdir()  # empty (checked above)
-    tmp.replace(out)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.replace(old)
+        tmp.replace(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.replace(out)
 
 
 def write_jsonl(path: Path, rows) -> None:
