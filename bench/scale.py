@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 
-def gradient_check(workers: int, model_dir: Path, cpus: float, dtype: str) -> dict:
+def gradient_check(workers: int, model_dir: Path, cpus: float, dtype: str, sets: tuple[str, ...] = ()) -> dict:
     from longrl.config import load_config
     from longrl.distributed.ray_cluster import RayCluster
     from longrl.models.loading import load_model
@@ -39,7 +39,7 @@ def gradient_check(workers: int, model_dir: Path, cpus: float, dtype: str) -> di
     from longrl.train.update import DataParallel, UpdateStats, batch_gradient
 
     cfg = load_config("quickstart", ["cluster.backend=ray", f"cluster.trainer_workers={workers}",
-                                     f"cluster.cpus_per_worker={cpus}", f"model.dtype={dtype}"])
+                                     f"cluster.cpus_per_worker={cpus}", f"model.dtype={dtype}", *sets])
     model, tok = load_model(model_dir, dtype)
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size

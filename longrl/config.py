@@ -142,6 +142,9 @@ class RLConfig:
     micro_batch_tokens: int | None = None  # tokens per forward/backward; no effect on the gradient
     # (None: 2048 on a CPU, where small micro-batches stay in cache, 8192 on a GPU)
     grad_clip: float = 1.0  # max global gradient norm
+    activation_checkpointing: bool = False  # recompute each decoder layer's activations in the backward:
+    # keeps one length x hidden input per layer instead of all its intermediates, for ~1 more decoder forward
+    # per backward; same gradients (bench/long_context.py)
     horizon: int | None = None  # divide each sequence loss by this many tokens (None: rollout.max_length)
     clip_eps: float = 0.2  # grpo only: ratio clip
     scale_rewards: str | None = None  # divide advantages by the reward std of each group (group, GRPO's
@@ -237,6 +240,12 @@ class ClusterConfig:
     cpus_per_worker: float = 1.0  # CPUs reserved for each worker (also its torch threads, at least 1)
     gpus_per_worker: float = 0.0  # GPUs for each trainer and rollout worker; > 0 selects NCCL
     num_cpus: int | None = None  # a local Ray instance's logical CPUs (None: this machine's cores)
+    sharding: str = "replicate"  # ray trainer group: replicate (each rank a full copy, DDP-style) or fsdp
+    # (FSDP2: parameters, gradients and AdamW state sharded over the ranks; longrl/distributed/fsdp.py)
+    reshard_after_forward: bool = True  # fsdp: free each layer's gathered weights after its forward
+    # (gathered again for the backward); false keeps them until the backward: more memory, less traffic
+    mixed_precision: bool = False  # fsdp: gather and compute in bf16, reduce gradients in fp32, over
+    # fp32 master weights (FSDP2 MixedPrecisionPolicy); for GPUs, or CPUs with native bf16
 
     def validate(self) -> None:
         from longrl.train.backends import backend_names  # a leaf: names only, no backend is imported
@@ -248,6 +257,24 @@ class ClusterConfig:
                             "cluster.reward_workers >= 0")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
             raise UserError("cluster.cpus_per_worker must be > 0 and cluster.gpus_per_worker >= 0")
+        if self.sharding not in ("replicate", "fsdp"):
+            raise UserError(f"cluster.sharding: {self.sharding!r}; choose replicate or fsdp")
+        if self.sharding == "fsdp" and self.backend != "ray":
+            raise UserError(f"cluster.sharding=fsdp shards the model over a Ray trainer group; it needs "
+                            f"cluster.backend=ray (got {self.backend!r})")
+        if self.mixed_precision and self.sharding != "fsdp":
+            raise UserError("cluster.mixed_precision=true is FSDP's policy: it needs cluster.sharding=fsdp "
+                            "(model.dtype=bfloat16 sets the compute precision otherwise)")
+        if self.mixed_precision and not self.gpus_per_worker and not _cpu_has_bf16():
+            raise UserError("cluster.mixed_precision=true on CPU trainer workers (cluster.gpus_per_worker=0), "
+                            "but this CPU has no native bf16 (AVX512-BF16 or AMX); set it to false")
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 natively (oneDNN's check); emulated bf16 is many times slower."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass

@@ -5,14 +5,17 @@ three groups of Ray actors, placed together in one placement group, do the heavy
 
 - a **trainer group** of N torch.distributed workers (gloo on CPU, NCCL on GPU) running
   :func:`longrl.train.update.iteration_update` data-parallel: each rank takes its share of every
-  mini-batch and the gradients are summed before the step, so the update is the single-process one;
+  mini-batch and the gradients are summed before the step, so the update is the single-process one.
+  ``cluster.sharding=replicate`` keeps a full copy of the model, gradients and AdamW state on every
+  rank; ``fsdp`` shards all three with FSDP2 (:mod:`longrl.distributed.fsdp`);
 - a **rollout group** of M engines (``hf`` or ``vllm``) that splits each batch of requests
   between them — every request carries its own seed, so the split does not change the samples;
 - a **reward pool** of scoring actors (graders, sandbox clients), or scoring in the driver.
 
 After each update, rank 0's weights go once into Ray's object store and every rollout worker
 loads them from there (a broadcast through the store, no checkpoint written); the driver's own
-copy, used for checkpoints, is refreshed from the same object. A worker that dies or raises stops
+copy, used for checkpoints, is refreshed from the same object. Sharded, the same happens one
+decoder layer at a time: the ranks gather the layer, rank 0 passes it on, and it is freed. A worker that dies or raises stops
 the run with one message naming the worker, its node and the error; checkpoints are written
 atomically, so the last one stays intact.
 """
@@ -58,7 +61,8 @@ def _node() -> str:
 
 
 class TrainerWorker:
-    """One rank of the trainer group: a full replica of the policy and its share of each mini-batch."""
+    """One rank of the trainer group: the policy (a full replica, or its FSDP shard) and its share of
+    each mini-batch. ``units`` lists the parameter names of each weight-sync unit (:meth:`weights`)."""
 
     def __init__(self, cfg, model_dir: str, rank: int, world: int, cpus: float):
         _worker_setup(cpus)
@@ -78,7 +82,7 @@ class TrainerWorker:
         import torch.distributed as dist
 
         from longrl.models.loading import load_model
-        from longrl.models.precision import master_dtype
+        from longrl.models.precision import enable_activation_checkpointing, master_dtype
         from longrl.train.update import DataParallel
 
         # Ray hides GPUs from a worker that asked for none; with one, gradients go over NCCL and the
@@ -88,8 +92,18 @@ class TrainerWorker:
                                 rank=self.rank, world_size=self.world, timeout=timedelta(minutes=5))
         self.model, self.tokenizer = load_model(self.model_dir, master_dtype(self.cfg.model.dtype))
         self.model.to("cuda" if gpu else "cpu")
-        self.dp = DataParallel(dist.group.WORLD)
-        return sum(p.numel() for p in self.model.parameters())
+        if self.cfg.rl.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+        if self.cfg.cluster.sharding == "fsdp":
+            from longrl.distributed.fsdp import ShardedDataParallel, shard_model, sync_units
+
+            shard_model(self.model, self.cfg.cluster)
+            self.dp = ShardedDataParallel(dist.group.WORLD)
+            self.units = sync_units(self.model)
+        else:
+            self.dp = DataParallel(dist.group.WORLD)
+            self.units = [[n for n, _ in self.model.named_parameters()]]
+        return len(self.units)
 
     def update(self, seqs, versions, iteration: int, recompute: bool, lr_scale: float = 1.0):
         from longrl.train.update import iteration_update
@@ -103,13 +117,59 @@ class TrainerWorker:
 
         self.model.zero_grad(set_to_none=True)
         batch_gradient(self.model, seqs, self.cfg, self.tokenizer.pad_token_id, self.dp, UpdateStats())
-        flat = torch.cat([p.grad.reshape(-1).cpu() for p in self.model.parameters()])
+        flat = torch.cat([_full(p.grad).reshape(-1).cpu() for p in self.model.parameters()])
         self.model.zero_grad(set_to_none=True)
         return flat
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The trainable parameters by name (tied weights once), on the CPU."""
-        return {k: v.detach().cpu() for k, v in self.model.named_parameters()}
+    def weights(self, unit: int = 0) -> dict[str, torch.Tensor]:
+        """The full parameters of sync unit ``unit`` by name (tied weights once), on the CPU.
+
+        Replicated: one unit, every parameter, asked of rank 0 alone. Sharded: one decoder layer (or
+        the root's own parameters) per unit, gathered by every rank at once (a collective) and
+        returned by rank 0 only, so no rank holds more than one unit's full weights for the sync.
+        """
+        if self.cfg.cluster.sharding == "fsdp":
+            from longrl.distributed.fsdp import gather_unit
+
+            return gather_unit(self.model, self.units[unit], keep=self.rank == 0)
+        params = dict(self.model.named_parameters())
+        return {n: params[n].detach().cpu() for n in self.units[unit]}
+
+    def footprint(self, seqs) -> dict[str, int]:
+        """This rank's training-state bytes after one mini-batch's gradient and a fresh optimizer's step
+        (parameters, gradients, optimizer moments: local shards under FSDP), and its resident memory
+        now and at peak; for benchmarks. Steps the weights."""
+        import resource
+
+        from longrl.train.update import UpdateStats, batch_gradient, fresh_optimizer
+
+        self.model.zero_grad(set_to_none=True)
+        batch_gradient(self.model, seqs, self.cfg, self.tokenizer.pad_token_id, self.dp, UpdateStats())
+        opt = fresh_optimizer(self.model, self.cfg.rl, self.cfg.rl.lr)
+        opt.step()
+        params = list(self.model.parameters())
+        moments = [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim()]
+        out = {"params": _local_bytes(params), "grads": _local_bytes(p.grad for p in params),
+               "optimizer": _local_bytes(moments)}
+        self.model.zero_grad(set_to_none=True)
+        with open("/proc/self/statm") as f:
+            out["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return out
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (an all-gather every rank must join), or ``t`` itself."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _local_bytes(tensors) -> int:
+    """Bytes this rank stores for ``tensors`` (a DTensor's local shard only)."""
+    total = 0
+    for t in tensors:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        total += local.numel() * local.element_size()
+    return total
 
 
 class RolloutWorker:
@@ -235,18 +295,27 @@ class TrainerGroup(_Group):
         ref = self.ray.put(seqs)
         return self.get([a.gradient.remote(ref) for a in self.actors])[0]
 
+    units = 1  # weight-sync units, set by RayCluster.trainer_group: 1 replicated, layers + 1 sharded
+    sharded = False
+
     def sync_to(self, engine, model) -> None:
-        """Rank 0's weights into the rollout engine(s) and into the driver's copy of the policy."""
-        ref = self.actors[0].weights.remote()
-        state = self.get([ref])[0]  # a failure here is the trainer's, not the rollout workers'
-        if isinstance(engine, RolloutGroup):
-            engine.load_remote(ref)
-        else:
-            engine.update_weights(state.items())
+        """The trainer's weights into the rollout engine(s) and into the driver's copy of the policy.
+
+        Replicated: rank 0's whole state at once. Sharded: one unit (a decoder layer, then the root's
+        own parameters) at a time, gathered by all ranks and passed on by rank 0, then freed.
+        """
         params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, t in state.items():
-                params[name].copy_(t)
+        for unit in range(self.units):
+            refs = [a.weights.remote(unit) for a in (self.actors if self.sharded else self.actors[:1])]
+            state = self.get(refs)[0]  # a failure here is the trainer's, not the rollout workers'
+            if isinstance(engine, RolloutGroup):
+                engine.load_remote(refs[0])
+            else:
+                engine.update_weights(state.items())
+            with torch.no_grad():
+                for name, t in state.items():
+                    params[name].copy_(t)
+            del state, refs
 
 
 class RolloutGroup(_Group):
@@ -359,7 +428,8 @@ class RayCluster:
                                  lambda i: (self.cfg, str(model_dir), i, n, c.cpus_per_worker))
         group = self._group(TrainerGroup, "trainer", actors)
         address = group.get([actors[0].rendezvous.remote()])[0]
-        group.get([a.setup.remote(address) for a in actors])
+        group.units = group.get([a.setup.remote(address) for a in actors])[0]
+        group.sharded = c.sharding == "fsdp"
         return group
 
     def rollout_group(self, model_dir) -> RolloutGroup:

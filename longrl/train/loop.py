@@ -32,7 +32,7 @@ from longrl.models.loading import (
     stop_token_ids,
     tiny_architecture,
 )
-from longrl.models.precision import autocast_dtype, master_dtype
+from longrl.models.precision import autocast_dtype, enable_activation_checkpointing, master_dtype
 from longrl.rewards.compose import build_router, check_tasks
 from longrl.rollout.hf import HFEngine
 from longrl.tasks import countdown
@@ -168,6 +168,8 @@ def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None =
 def local_workers(cfg: RunConfig, model, tokenizer, start_dir: Path) -> Workers:
     """The ``local`` backend (:mod:`longrl.train.backends`): engine, scorer and updates in this process."""
     model.to(resolve_device(cfg.model.device))
+    if cfg.rl.activation_checkpointing:
+        enable_activation_checkpointing(model)  # the update's policy; the engine samples in eval mode, unaffected
     return Workers(make_engine(cfg, model, tokenizer, start_dir), build_router(cfg.rewards))
 
 

@@ -7,7 +7,9 @@ takes every ``world``-th sequence of each, and the gradients are summed across r
 step. Each rank's loss is already divided by the *global* mini-batch denominator, so the summed
 gradient is the single-process gradient (up to floating-point summation order), and the clipped
 step is identical on every rank — DDP's semantics, written out so that ranks may hold different
-numbers of micro-batches.
+numbers of micro-batches. An FSDP-sharded group (``cluster.sharding=fsdp``) runs this same code
+with the ``dp`` of :mod:`longrl.distributed.fsdp`, whose hooks (``reduce_grads``, ``lockstep``,
+``logprobs``) let FSDP sum the gradients and keep the ranks' collectives in step.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
-from longrl.models.precision import autocast_dtype, compute_context
+from longrl.models.precision import autocast_dtype, compute_context, keep_checkpointing_in_eval
 from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
 
 
@@ -91,6 +93,15 @@ class DataParallel:
                     offset += g.numel()
                 bucket, size = [], 0
 
+    def lockstep(self, n: int) -> int:
+        """How many micro-batch passes this rank runs when it holds ``n``: ``n`` here, where ranks only meet
+        in :meth:`reduce_grads`; the sharded ``dp`` (``longrl.distributed.fsdp``) returns the most any rank holds."""
+        return n
+
+    def logprobs(self, model, batch, temperature: float) -> torch.Tensor:
+        """One forward of the policy (:func:`token_logprobs`); the sharded ``dp`` runs it as an FSDP forward."""
+        return token_logprobs(model, batch, temperature)
+
     def gather(self, obj) -> list:
         if self.world == 1:
             return [obj]
@@ -112,6 +123,7 @@ def policy_forward(model, dtype: str):
     """
     was_training = model.training
     model.eval()
+    keep_checkpointing_in_eval(model)  # rl.activation_checkpointing: transformers checkpoints in train mode only
     try:
         with compute_context(autocast_dtype(dtype), model_device(model)):
             yield
@@ -209,9 +221,13 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
     total = torch.zeros((), dtype=torch.float64)
     delta_sum, delta_n = 0.0, 0
     dev = model_device(model)
-    for b in micro_batches(local, micro_batch_budget(rl.micro_batch_tokens, dev), pad_id, dev) if local else []:
+    budget = micro_batch_budget(rl.micro_batch_tokens, dev)
+    batches = micro_batches(local, budget, pad_id, dev) if local else []
+    for _ in range(dp.lockstep(len(batches)) - len(batches)):  # sharded: the passes other ranks run
+        idle_pass(model, mb_seqs[0], cfg, pad_id, dp, backward=True)
+    for b in batches:
         with policy_forward(model, cfg.model.dtype):
-            logp = token_logprobs(model, b, cfg.rollout.temperature)
+            logp = dp.logprobs(model, b, cfg.rollout.temperature)
         if note_mismatch:
             stats.note_mismatch(logp.detach(), b.ref_logp, b.loss_mask)
         loss = algo.loss(logp, b.ref_logp, b.loss_mask, b.advantages, tau=rl.tau, clip_eps=rl.clip_eps,
@@ -225,6 +241,18 @@ def batch_gradient(model, mb_seqs: list[Seq], cfg: RunConfig, pad_id: int, dp: D
             delta_n += delta.numel()
     dp.reduce_grads(model)
     return float(dp.all_reduce(total)), delta_sum, delta_n
+
+
+def idle_pass(model, seq: Seq, cfg: RunConfig, pad_id: int, dp: DataParallel, backward: bool) -> None:
+    """A forward (and a backward) of ``seq`` that changes nothing: its loss has weight 0, so it adds
+    exact zeros to the gradients and nothing to the statistics. Run by a rank with fewer micro-batches
+    than its peers when every pass is a collective (FSDP: each layer's all-gather and reduce-scatter)."""
+    dev = model_device(model)
+    (b,) = micro_batches([seq], len(seq.ids), pad_id, dev)
+    with torch.set_grad_enabled(backward), policy_forward(model, cfg.model.dtype):
+        logp = dp.logprobs(model, b, cfg.rollout.temperature)
+    if backward:
+        (logp.sum() * 0.0).backward()
 
 
 @torch.no_grad()
@@ -244,10 +272,13 @@ def recompute_reference(model, seqs: list[Seq], versions: dict[int, list[int]], 
     old_sum, old_n = 0.0, 0
     mine = dp.shard(seqs)
     dev = model_device(model)
-    for b in micro_batches(mine, micro_batch_budget(cfg.rl.micro_batch_tokens, dev), pad_id, dev) if mine else []:
+    batches = micro_batches(mine, micro_batch_budget(cfg.rl.micro_batch_tokens, dev), pad_id, dev) if mine else []
+    for _ in range(dp.lockstep(len(batches)) - len(batches)):
+        idle_pass(model, seqs[0], cfg, pad_id, dp, backward=False)
+    for b in batches:
         # the update's own mode and precision, so that at its first step log pi_theta equals log pi_i exactly
         with policy_forward(model, cfg.model.dtype):
-            logp = token_logprobs(model, b, cfg.rollout.temperature).cpu()
+            logp = dp.logprobs(model, b, cfg.rollout.temperature).cpu()
         for row, idx in enumerate(b.index.tolist()):
             s = by_index[idx]
             new = logp[row, s.loss_start - 1 : len(s.ids) - 1]
