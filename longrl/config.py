@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from longrl.errors import UserError
-from longrl.models.tiny import TinyModelConfig
+from longrl.models.tiny import TinyModelConfig, TinyVLMConfig
 from longrl.rewards.options import CodeRewardConfig, MathRewardConfig, RewardTermConfig
 from longrl.tasks.countdown import SEARCH_ORDERS
 
@@ -32,6 +32,8 @@ PRESET_DIR = Path(__file__).parent / "configs"
 class ModelConfig:
     path: str | None = None  # local Hugging Face model folder; None builds the built-in tiny model
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # used when path is None
+    vision: bool = False  # with path None: the built-in tiny VLM (LLaVA: tiny_vision's tower before model.tiny)
+    tiny_vision: TinyVLMConfig = field(default_factory=TinyVLMConfig)  # used when path is None and vision
     dtype: str = "float32"  # compute dtype: bfloat16 autocasts over fp32 master weights and optimizer state
     # (longrl/models/precision.py); float32 on CPU (bf16 matmul is slow there); float64 for exact checks
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
@@ -47,6 +49,13 @@ class ModelConfig:
             raise UserError(f"model.device: {self.device!r}; choose auto, cpu, cuda or cuda:N")
         if self.path is not None and not Path(self.path).is_dir():
             raise UserError(f"model.path: {self.path} is not a directory")
+        if self.vision and self.path is not None:
+            raise UserError("model.vision=true builds the built-in tiny VLM; with model.path the folder's own "
+                            "config says whether it is a vision-language model (leave model.vision false)")
+        v = self.tiny_vision
+        if self.vision and v.image_size % v.patch_size:
+            raise UserError(f"model.tiny_vision: image_size={v.image_size} is not a multiple of "
+                            f"patch_size={v.patch_size}")
 
 
 @dataclass
@@ -62,8 +71,19 @@ class DataConfig:
     prompt_key: str | None = None  # column holding the prompt (text or chat messages); None: auto-detect
     answer_key: str | None = None  # column holding the reference (dotted for nested fields); None: auto-detect
     response_key: str | None = None  # SFT: column holding the response; None: response, completion or messages
+    # several sources in one run, each with its share of the training pool (and, built in, of the warm-up
+    # traces): {countdown: 0.5, countdown_image: 0.5} trains on text and image prompts; replaces data.task
+    mix: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if not 0 < self.heldout_per_level <= 150:
+            raise UserError(f"data.heldout_per_level={self.heldout_per_level}: the built-in held-out sets hold "
+                            "1 to 150 problems per level")
+        if self.mix and self.task != DataConfig.task:
+            raise UserError(f"data.mix names the run's sources; leave data.task unset (it is {self.task!r})")
+        bad = {k: v for k, v in self.mix.items() if not isinstance(v, (int, float)) or v <= 0}
+        if bad:
+            raise UserError(f"data.mix: shares must be positive numbers, got {bad}")
         # a task name, checked against the scorers (built-in or rewards.custom) once prompts are loaded
         if not self.task_default.strip():
             raise UserError("data.task_default: empty; name the scorer of rows that name none (e.g. math)")

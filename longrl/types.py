@@ -8,7 +8,10 @@ is in them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 StopReason = Literal["eos", "max_length", "repetition", "budget"]
 
@@ -36,6 +39,12 @@ class Prompt:
     messages: list[dict[str, str]] | None = None
     # The source row's other columns (verl's extra_info, dataset fields), for reward functions.
     extra: dict[str, Any] = field(default_factory=dict)
+    # The prompt's images as encoded files (PNG/JPEG/... bytes, validated as decodable by the
+    # loader), in the order of the prompt's image placeholders: one ``<image>`` per image in
+    # ``text`` / ``messages``, or HF-style ``{"type": "image"}`` parts in a message's content
+    # list. Created by the prompt loaders (``longrl.data``) and visual tasks; turned into ids and
+    # pixel inputs by ``longrl.models.vision.encode_prompt_mm``. None: a text-only prompt.
+    images: list[bytes] | None = None
 
 
 @dataclass
@@ -81,6 +90,11 @@ class GenRequest:
     max_new_tokens: int
     seed: int | None = None
     response_offset: int = 0  # response tokens already at the end of prompt_ids (partial rollouts)
+    # The processor's pixel inputs for an image prompt (``longrl.models.vision.Encoded.mm``): CPU
+    # tensors, each stacked along dim 0 over the prompt's images (LLaVA: ``pixel_values``
+    # [n_img, 3, H, W]; Qwen2-VL: ``pixel_values`` [sum_patches, D] and ``image_grid_thw``
+    # [n_img, 3]); a batch combines rows with ``torch.cat`` along dim 0 in row order. None: text only.
+    mm: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

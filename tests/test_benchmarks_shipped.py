@@ -20,7 +20,7 @@ ROWS = {"math500": 500, "aime24": 30, "amc23": 40, "gsm8k": 1319, "minerva_math"
 
 def test_the_table_names_the_six_sets_with_their_documented_sizes():
     assert {name: b.rows for name, b in BENCHMARKS.items()} == ROWS
-    assert benchmark_names() == sorted([*ROWS, "countdown"])
+    assert benchmark_names() == sorted([*ROWS, "countdown", "countdown_image", "scenes"])
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -60,7 +60,7 @@ def test_eval_list_prints_every_benchmark_without_a_model(capsys):
     assert main(["eval", "--list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {*ROWS, "countdown"}
+    assert set(lines) == {*ROWS, "countdown", "countdown_image", "scenes"}
     for name, n in ROWS.items():
         assert lines[name].split()[1:3] == [str(n), BENCHMARKS[name].task]
         assert BENCHMARKS[name].source in lines[name] and lines[name].endswith(BENCHMARKS[name].licence)

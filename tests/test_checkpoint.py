@@ -14,8 +14,8 @@ def test_crash_mid_save_keeps_previous(tiny_model_dir, tmp_path, monkeypatch):
 
     real = loading.save_model
 
-    def dies_halfway(model, tok, out, extra=None):
-        real(model, tok, out, extra)
+    def dies_halfway(model, tok, out, extra=None, processor=None):
+        real(model, tok, out, extra, processor)
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(loading, "save_model", dies_halfway)

@@ -50,6 +50,13 @@ class Rejects:
                 f.write(json.dumps({kind: self.source, self.unit: pos, "reason": reason, "row": raw}) + "\n")
 
 
+def _unjson(value: Any) -> str:
+    """A value JSON cannot hold, as a rejects file shows it: bytes (an image) by their size only."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    return str(value)
+
+
 def locate(source: str, unit: str, position: int) -> str:
     """``file:line`` for a file, ``dataset[index]`` for a dataset."""
     return f"{source}:{position}" if unit == "line" else f"{source}[{position}]"
@@ -123,7 +130,7 @@ def convert_rows(
                 continue
             except (ValueError, KeyError, TypeError) as e:
                 err = str(e) if not isinstance(e, KeyError) else f"missing field {e}"
-        rejects.rows.append((pos, err, json.dumps(row, default=str) if row is not None else ""))
+        rejects.rows.append((pos, err, json.dumps(row, default=_unjson) if row is not None else ""))
     if rejects.rows and not skip_invalid:
         shown = "\n".join(f"  {rejects.where(pos)}: {reason}" for pos, reason, _ in rejects.rows[:_SHOWN])
         n = len(rejects)

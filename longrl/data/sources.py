@@ -25,6 +25,12 @@ Every row goes through one converter, whatever the source. A **prompt row** has
 * optional ``id``, ``task`` (the scorer), ``level`` (3 or "Level 3"), ``difficulty`` (in [0, 1]; from
   ``level`` when absent: level L of n maps to (L-1)/(n-1)), ``pass_rate`` (curation's, in [0, 1])
   and ``tags`` (an object);
+* optional ``images`` (verl / EasyR1): the prompt's images, one ``<image>`` placeholder each in the
+  prompt, in order; or chat messages whose content lists hold image parts
+  (``{"type": "image", "image": ...}``). Paths are relative to the data file's folder; bytes, base64,
+  data URIs and ``datasets``' ``{"bytes", "path"}`` work too (:mod:`longrl.data.images`). They
+  become ``Prompt.images``, each decoded once to check it; a bad image, a missing file or a
+  placeholder count that differs from the image count is a bad row;
 * any other column, which travels in ``Prompt.extra`` for reward functions.
 
 **verl's schema** is read as is::
@@ -55,6 +61,7 @@ case is ``stdin``.
 An **SFT row** is ``prompt`` + ``response`` (or TRL's ``completion``; ``data.prompt_key`` /
 ``data.response_key`` name others), the prompt text or chat messages, the completion text or one
 assistant message; or TRL's conversational ``messages``, whose last (assistant) turn is the response.
+An SFT row may carry images as a prompt row does (the ``images`` column or chat image parts).
 
 Bad rows follow :mod:`longrl.data.rows`: stop naming the first few, or with ``skip_invalid`` skip,
 count and write them to ``rejects_path``. :func:`prompt_row` writes a prompt back as a JSONL row that
@@ -81,6 +88,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from longrl.data import images as img
 from longrl.data.rows import Rejects, convert_rows, iter_raw_rows
 from longrl.errors import UserError
 from longrl.types import Prompt
@@ -109,7 +117,9 @@ _SAME = '''def _same(got, want):
 '''
 
 Message = dict[str, str]
-SFTExample = tuple[str | list[Message], str]  # (prompt text or chat messages, response)
+# (prompt text or chat messages, response), or (prompt, response, images) when the prompt has images
+# (one <image> placeholder each, as in a prompt row)
+SFTExample = tuple[str | list[Message], str] | tuple[str | list[Message], str, list[bytes]]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -124,6 +134,7 @@ class Source:
     unit: str  # "line" (file, from 1) or "index" (dataset, from 0)
     columns: list[str]  # top-level column names, in order
     rows: Iterable[tuple[int, str | None, dict | None]]  # (position, read error or None, row)
+    folder: Path | None = None  # where relative image paths point: the file's folder, the dataset folder
 
 
 def source_name(source: str | Path) -> str:
@@ -166,21 +177,21 @@ def open_source(source: str | Path) -> Source:
         return _dataset_source(s, _load_hf(s, name, config, split), source_name(s))
     path = Path(s)
     if path.is_dir():
-        return _dataset_source(s, _load_folder(path), path.name)
+        return _dataset_source(s, _load_folder(path), path.name, path)
     if not path.is_file():
         raise UserError(f"{s}: no such file or folder (a prompt source is a JSONL/Parquet file, a dataset "
                         "folder, or hf:NAME[:SPLIT])")
     rows = list(iter_raw_rows(path))
     columns = list(dict.fromkeys(k for _, _, row in rows if row is not None for k in row))
-    return Source(s, path.stem, "line", columns, rows)
+    return Source(s, path.stem, "line", columns, rows, path.parent)
 
 
-def _dataset_source(name: str, ds, stem: str) -> Source:
+def _dataset_source(name: str, ds, stem: str, folder: Path | None = None) -> Source:
     def rows() -> Iterator[tuple[int, str | None, dict | None]]:
         for i, row in enumerate(ds):
             yield i, None, row
 
-    return Source(name, stem, "index", list(ds.column_names), rows())
+    return Source(name, stem, "index", list(ds.column_names), rows(), folder)
 
 
 @contextlib.contextmanager
@@ -449,10 +460,17 @@ class _PromptRows:
         if value is None:
             raise ValueError(f"missing {key!r}" if key else
                              f"missing the prompt: one of {', '.join(map(repr, PROMPT_KEYS))}")
+        images = img.row_images(row, self.src.folder)
+        if img.has_image_parts(value):
+            value, inline = img.flatten_image_parts(value, self.src.folder)
+            if inline and images:
+                raise ValueError(f"images both in {key!r}'s image parts and in the {img.IMAGES_KEY!r} column")
+            images = inline or images
         text, messages = _prompt_value(value, key)
+        img.check_placeholders(img.count_placeholders(text, messages), len(images))
         task = self.task(row)
         reference, ref_cols = self.reference(row, task, text)
-        used = {key, *ref_cols, "task", "level", "pass_rate"}
+        used = {key, *ref_cols, "task", "level", "pass_rate", img.IMAGES_KEY}
         level = _level(row.get("level"))
         diff = row.get("difficulty")
         given = diff is not None and not isinstance(diff, str)  # a text label ("MEDIUM") travels in extra
@@ -476,7 +494,8 @@ class _PromptRows:
                    pass_rate=None if rate is None else _unit_number(rate, "pass_rate"),
                    tags=dict(tags) if isinstance(tags, dict) else {}, messages=messages,
                    extra=_rest(row, used, key if key and "." in key else None,
-                               next((k for k in ref_cols if "." in k), None)))
+                               next((k for k in ref_cols if "." in k), None)),
+                   images=images or None)
         self.seen[pid] = pos
         return p, given
 
@@ -531,24 +550,25 @@ def load_prompts(source: str | Path, data: DataConfig | None = None, *, skip_inv
     return prompts
 
 
-BUILTIN = "countdown"  # as a source: training prompts of the built-in task (never held-out ones)
+BUILTIN = "countdown"  # the default built-in task (longrl.tasks.registry lists them all)
 
 
 def read_task_prompts(source: str, data: DataConfig | None = None, *, limit: int | None = None, seed: int = 0,
                       field: str = "--in") -> tuple[list[Prompt], Rejects]:
-    """A verb's prompts: a prompt source, or ``countdown`` (``limit`` training prompts, default 512).
+    """A verb's prompts: a prompt source, or a built-in task's name (``limit`` of its training prompts,
+    never held-out ones; default 512).
 
     ``limit`` keeps the first N of a source; an empty result is refused naming ``field``. The
     skipped rows (``data.skip_invalid``) come back for the caller to record.
     """
-    if source == BUILTIN and not Path(source).exists():
-        from longrl.tasks.countdown import train_prompts
+    from longrl.tasks.registry import get_task, is_builtin, task_names
 
-        stream = train_prompts(seed)
+    if is_builtin(source):
+        stream = get_task(source).train_prompts(seed, get_task(source).levels)
         return [next(stream) for _ in range(limit or 512)], Rejects()
     if not source.startswith(HF) and not Path(source).exists():
         raise UserError(f"{field} {source}: no such file or folder (a prompt file, a dataset folder, "
-                        f"hf:NAME[:SPLIT], or '{BUILTIN}' for the built-in task)")
+                        f"hf:NAME[:SPLIT], or a built-in task: {', '.join(task_names())})")
     prompts, rejects = read_prompts(source, data)
     if not prompts:
         raise UserError(f"{field} {source}: no prompts")
@@ -574,6 +594,8 @@ def prompt_row(p: Prompt) -> dict[str, Any]:
         row["pass_rate"] = p.pass_rate
     if p.tags:
         row["tags"] = p.tags
+    if p.images:  # base64 text: a JSONL row holds no bytes
+        row[img.IMAGES_KEY] = [img.encode_base64(b) for b in p.images]
     for k, v in p.extra.items():
         row.setdefault(k, v)
     return row
@@ -586,12 +608,31 @@ class _SFTRows:
     def __init__(self, src: Source, data: DataConfig):
         _check_key(data.prompt_key, "prompt_key", src)
         _check_key(data.response_key, "response_key", src)
-        self.data = data
+        self.src, self.data = src, data
 
     def __call__(self, pos: int, row: dict) -> SFTExample:
+        """(prompt, response), or (prompt, response, images) for a row with images (as a prompt row holds them)."""
+        images = img.row_images(row, self.src.folder)
+        prompt, response = self.text(row, images)
+        img.check_placeholders(img.count_placeholders(*((prompt, None) if isinstance(prompt, str) else ("", prompt))),
+                               len(images))
+        return (prompt, response, images) if images else (prompt, response)
+
+    def text(self, row: dict, images: list[bytes]) -> tuple[str | list[Message], str]:
+        """The row's prompt and response; images carried by chat image parts are appended to ``images``."""
         d = self.data
+
+        def flat(value, key: str):
+            if not img.has_image_parts(value):
+                return value
+            value, inline = img.flatten_image_parts(value, self.src.folder)
+            if inline and images:
+                raise ValueError(f"images both in {key!r}'s image parts and in the {img.IMAGES_KEY!r} column")
+            images.extend(inline)
+            return value
+
         if d.prompt_key is None and d.response_key is None and "messages" in row and "prompt" not in row:
-            turns = chat_messages(row["messages"], "messages")
+            turns = chat_messages(flat(row["messages"], "messages"), "messages")
             if turns[-1]["role"] != "assistant":
                 raise ValueError("'messages': the last turn is the response and must be an 'assistant' turn")
             _, prompt = _prompt_value(turns[:-1], "messages") if len(turns) > 1 else (None, None)
@@ -599,7 +640,7 @@ class _SFTRows:
                 raise ValueError("'messages' needs a user turn before the assistant's response")
             return prompt, _response(turns[-1]["content"], "messages")
         key = d.prompt_key or next((k for k in PROMPT_KEYS if k in row), "prompt")
-        value = get_field(row, key)
+        value = flat(get_field(row, key), key)
         if value is None:
             raise ValueError(f"missing {key!r}")
         prompt: str | list[Message] = value if isinstance(value, str) else _prompt_value(value, key)[1]

@@ -168,7 +168,7 @@ def _open_teacher(args, api_key: str | None, prompts, instruction: str):
     asked = [with_instruction(p, instruction) for p in prompts]
     max_new = args.max_tokens
     if max_new is None:
-        longest = max(len(te.encode(p)) for p in asked)
+        longest = max(len(te.encode(p).ids) for p in asked)
         max_new = min(DEFAULT_MAX_TOKENS, te.context - longest)
     teacher = LocalTeacher(te, model=str(args.teacher), engine=engine, max_new_tokens=max(1, max_new),
                            temperature=args.temperature, seed=args.seed)

@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, default=192, help="max new tokens per response")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts")
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy pass")
+    p.add_argument("--blank-images", action="store_true",
+                   help="control: replace every image by a blank one of its size (a model that reads the "
+                        "pixels falls to chance)")
     p.add_argument("--chat-template", action="store_true", help="wrap prompts with the chat template")
     p.add_argument("--out", help="output folder for eval.jsonl and eval_summary.json (default: beside the model)")
     p.add_argument("--seed", type=int, default=0)
@@ -46,6 +49,7 @@ def run(args) -> int:
     from longrl.eval.benchmarks import load_benchmark
     from longrl.eval.runner import evaluate
     from longrl.models.loading import load_model, quiet_transformers, resolve_device, stop_token_ids
+    from longrl.models.vision import load_processor
     from longrl.config import RewardsConfig
     from longrl.rewards.compose import build_router
     from longrl.rollout.hf import HFEngine
@@ -70,6 +74,12 @@ def run(args) -> int:
         prompts, name = load_prompts(args.data, data), source_name(args.data)
     if args.limit:
         prompts = prompts[: args.limit]
+    if args.blank_images:
+        from longrl.tasks.render import blank_images
+
+        if not any(p.images for p in prompts):
+            raise UserError("--blank-images: these prompts carry no images")
+        prompts, name = blank_images(prompts), f"{name}-blank"
     router = build_router(rewards, tasks={p.task for p in prompts})  # a bad option stops here, before any work
     try:
         model, tok = load_model(args.model)
@@ -78,7 +88,7 @@ def run(args) -> int:
         t0 = time.time()
         res = evaluate(engine, tok, prompts, router, n=args.n, temperature=args.temperature,
                        max_new_tokens=args.max_tokens, greedy=not args.no_greedy, seed=args.seed,
-                       chat_template=args.chat_template, keep_rows=True)
+                       chat_template=args.chat_template, keep_rows=True, processor=load_processor(args.model))
     finally:
         router.close()
     out = Path(args.out) if args.out else Path(args.model) / f"eval-{name}"
@@ -90,7 +100,8 @@ def run(args) -> int:
     summary = {"benchmark": name, "model": str(args.model), "prompts": len(prompts), "n": args.n,
                "pass@1": res.pass1, f"pass@{args.n}": res.pass_k, "greedy": res.greedy,
                "tokens_mean": res.len_mean, "tokens_median": res.len_median, "tokens_p90": res.len_p90,
-               "per_level_pass@1": res.per_level, "reasons": res.reasons, "seconds": time.time() - t0}
+               "per_level_pass@1": res.per_level, "per_task": res.per_task, "per_modality": res.per_modality,
+               "reasons": res.reasons, "seconds": time.time() - t0}
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2))
     _print_table(summary, lengths)
     print(f"written: {out / 'eval.jsonl'}, {out / 'eval_summary.json'}")
@@ -106,6 +117,8 @@ def _print_table(s: dict, lengths: list[int]) -> None:
         rows.append(("greedy", f"{s['greedy']:.4f}"))
     rows += [("tokens mean / median / p90", f"{s['tokens_mean']:.1f} / {s['tokens_median']:.0f} / {s['tokens_p90']:.0f}")]
     rows += [(f"pass@1 level {k}", f"{v:.4f}") for k, v in s["per_level_pass@1"].items()]
+    rows += [(f"pass@1 {kind} {k}", f"{v['pass1']:.4f}") for kind in ("task", "modality")
+             for k, v in s[f"per_{kind}"].items()]
     width = max(len(r[0]) for r in rows)
     print(f"\n{s['benchmark']}  ({s['model']})")
     for k, v in rows:

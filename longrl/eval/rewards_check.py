@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
                        "print the mean reward, each reward term and the reasons. Nothing is written.")
     add_config_arguments(c)
     c.add_argument("--data", help="the prompts: a JSONL/Parquet file, a dataset folder, hf:NAME[:SPLIT], or "
-                   "countdown (its held-out set); default: the config's data.task")
+                   "a built-in task (its held-out set); default: the config's data.task")
     c.add_argument("--responses", help="JSONL of {id (or prompt_id), response} rows to score; without it, "
                    "responses are sampled from model.path")
     c.add_argument("--n", type=int, default=1, help="without --responses: samples per prompt (default 1)")
@@ -83,10 +83,10 @@ def _table(title: str, counts: Counter, n: int) -> None:
 
 def _prompts(data: str, cfg, limit: int | None) -> list:
     from longrl.errors import UserError
-    from longrl.tasks import countdown
+    from longrl.tasks.registry import get_task, is_builtin
 
-    if data == countdown.TASK and not Path(data).exists():
-        prompts = countdown.heldout_prompts(cfg.data.heldout_per_level)
+    if is_builtin(data):
+        prompts = get_task(data).heldout_prompts(cfg.data.heldout_per_level)
     else:
         from longrl.data.sources import load_prompts
 

@@ -22,6 +22,9 @@ class EvalResult:
     len_median: float
     len_p90: float
     per_level: dict[str, float] = field(default_factory=dict)  # pass@1 per difficulty level
+    # pass@1 and mean length per modality ("text", "image") and per task, when the set mixes them
+    per_modality: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_task: dict[str, dict[str, float]] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # scorer reason counts
     rows: list[dict] = field(default_factory=list)  # one per (prompt, sample) for eval.jsonl
     greedy_rows: list[dict] = field(default_factory=list)  # one per prompt, ``"sample": "greedy"``
@@ -32,6 +35,9 @@ class EvalResult:
         if self.greedy is not None:
             m[f"{prefix}/greedy"] = self.greedy
         m.update({f"{prefix}/pass1/level_{k}": v for k, v in self.per_level.items()})
+        for kind, groups in (("modality", self.per_modality), ("task", self.per_task)):
+            for name, g in groups.items():
+                m.update({f"{prefix}/{kind}/{name}/{k}": v for k, v in g.items()})
         return m
 
 
@@ -44,12 +50,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, *, n: int,
              temperature: float, max_new_tokens: int, greedy: bool = True, seed: int = 0,
-             chat_template: bool = False, keep_rows: bool = False) -> EvalResult:
-    from longrl.models.loading import encode_prompt
+             chat_template: bool = False, keep_rows: bool = False, processor=None) -> EvalResult:
+    """Sample ``n`` responses per prompt (and one greedy) and score them. ``processor`` is a
+    vision-language model's own (:func:`longrl.models.vision.load_processor`): image prompts need it."""
+    from longrl.models.vision import encode_prompt_mm
 
-    encoded = [encode_prompt(tokenizer, p.text, chat_template, messages=p.messages) for p in prompts]
-    reqs = [GenRequest(ids, max_new_tokens, seed=_eval_seed(seed, i, j))
-            for i, ids in enumerate(encoded) for j in range(n)]
+    encoded = [encode_prompt_mm(tokenizer, processor, p, chat_template) for p in prompts]
+    reqs = [GenRequest(e.ids, max_new_tokens, seed=_eval_seed(seed, i, j), mm=e.mm)
+            for i, e in enumerate(encoded) for j in range(n)]
     results = engine.generate(reqs, SamplingParams(temperature=temperature))
     texts = tokenizer.batch_decode([r.token_ids for r in results], skip_special_tokens=True)
     flat_prompts = [p for p in prompts for _ in range(n)]
@@ -65,7 +73,8 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
         reasons[s.reason] += 1
     greedy_acc, greedy_rows = None, []
     if greedy:
-        g = engine.generate([GenRequest(ids, max_new_tokens) for ids in encoded], SamplingParams(temperature=0))
+        g = engine.generate([GenRequest(e.ids, max_new_tokens, mm=e.mm) for e in encoded],
+                            SamplingParams(temperature=0))
         g_texts = tokenizer.batch_decode([r.token_ids for r in g], skip_special_tokens=True)
         g_scores = router(list(prompts), g_texts)
         greedy_acc = float(np.mean([s.correct for s in g_scores]))
@@ -82,10 +91,26 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
         len_median=float(np.median(lengths)),
         len_p90=float(np.percentile(lengths, 90)),
         per_level={k: float(np.mean(v)) for k, v in sorted(per_level.items())},
+        per_modality=_breakdown(prompts, correct, lengths, lambda p: "image" if p.images else "text"),
+        per_task=_breakdown(prompts, correct, lengths, lambda p: p.task),
         reasons=dict(reasons),
         rows=rows,
         greedy_rows=greedy_rows,
     )
+
+
+def _breakdown(prompts: Sequence[Prompt], correct: np.ndarray, lengths: np.ndarray, key) -> dict[str, dict[str, float]]:
+    """pass@1 and mean response length per value of ``key(prompt)``; empty when all prompts share one."""
+    names = [key(p) for p in prompts]
+    if len(set(names)) < 2:
+        return {}
+    lengths = lengths.reshape(correct.shape)
+    out = {}
+    for name in sorted(set(names)):
+        rows = [i for i, k in enumerate(names) if k == name]
+        out[name] = {"pass1": float(correct[rows].mean()), "len_mean": float(lengths[rows].mean()),
+                     "prompts": len(rows)}
+    return out
 
 
 def _row(p: Prompt, sample: int | str, result, text: str, score) -> dict:

@@ -137,6 +137,7 @@ def _run_short_sft(args) -> int:
     from longrl.errors import UserError
     from longrl.long2short.io import check_model_dir, check_new_output, child_record, staged_output
     from longrl.models.loading import context_length, load_model, save_model
+    from longrl.models.vision import load_processor
     from longrl.train.sft import encode_examples, run_sft
 
     check_model_dir(args.base, "--base")
@@ -156,12 +157,13 @@ def _run_short_sft(args) -> int:
         examples = countdown.sft_examples(args.seed, args.examples, short=True)
         source = "built-in short countdown traces"
     model, tok = load_model(args.base)
-    seqs = encode_examples(tok, examples, context_length(model), args.chat_template, source)
+    processor = load_processor(args.base)
+    seqs = encode_examples(tok, examples, context_length(model), args.chat_template, source, processor)
     _say(args, f"short-CoT SFT from {args.base}: {len(seqs)} examples from {source}")
     stats = run_sft(model, tok, seqs, cfg, seed=args.seed, progress=not args.quiet)
     record = child_record("short_sft", args.base, data=source, sft=stats, lr=args.lr, epochs=args.epochs)
     with staged_output(args.out) as tmp:
-        save_model(model, tok, tmp, extra=record)
+        save_model(model, tok, tmp, extra=record, processor=processor)
     print(f"short-CoT model written to {args.out}")
     return 0
 
@@ -178,11 +180,13 @@ def _run_merge(args) -> int:
 
 
 def _prepare_sampling(args):
-    """Check every input of shortest/dpo before any sampling: n, output folder, model, prompts."""
+    """Check every input of shortest/dpo before any sampling: n, output folder, model, prompts.
+    Returns (prompts, model, tokenizer, processor); the processor is a vision-language model's, else None."""
     from longrl.errors import UserError
     from longrl.long2short.io import check_model_dir, check_new_output
     from longrl.long2short.sample import load_prompts
-    from longrl.models.loading import context_length, encode_prompt, load_model
+    from longrl.models.loading import context_length, load_model
+    from longrl.models.vision import load_processor, prompt_length
 
     if args.n < 2:
         raise UserError(f"--n {args.n}: need at least 2 samples per prompt to choose the shortest")
@@ -192,15 +196,16 @@ def _prepare_sampling(args):
     check_new_output(args.out)
     prompts = load_prompts(args.data, args.limit, args.seed)
     model, tok = load_model(args.model)
+    processor = load_processor(args.model)
     ctx = context_length(model)
-    for p in prompts:
-        if len(encode_prompt(tok, p.text, args.chat_template, messages=p.messages)) + args.max_tokens > ctx:
+    for p in prompts:  # image tokens expanded, as the model takes them
+        if prompt_length(tok, processor, p, args.chat_template) + args.max_tokens > ctx:
             raise UserError(f"{args.data}: prompt {p.id!r} plus --max-tokens {args.max_tokens} exceeds the "
                             f"model's context of {ctx} tokens")
-    return prompts, model, tok
+    return prompts, model, tok, processor
 
 
-def _sample(args, prompts, model, tok):
+def _sample(args, prompts, model, tok, processor):
     from longrl.config import RewardsConfig
     from longrl.long2short.sample import sample_groups
 
@@ -209,12 +214,13 @@ def _sample(args, prompts, model, tok):
     t0 = time.time()
     groups = sample_groups(model, tok, prompts, n=args.n, temperature=args.temperature,
                            max_new_tokens=args.max_tokens, seed=args.seed, chat_template=args.chat_template,
-                           rewards=rewards)
+                           rewards=rewards, processor=processor)
     return groups, time.time() - t0
 
 
 def _run_shortest(args) -> int:
     from longrl.config import SFTConfig
+    from longrl.data.images import row_images
     from longrl.errors import UserError
     from longrl.long2short.io import child_record
     from longrl.long2short.select import selection_stats, shortest_rows
@@ -223,8 +229,8 @@ def _run_shortest(args) -> int:
 
     cfg = SFTConfig(lr=args.lr, epochs=args.epochs, batch_tokens=args.batch_tokens)
     cfg.validate()
-    prompts, model, tok = _prepare_sampling(args)
-    groups, secs = _sample(args, prompts, model, tok)
+    prompts, model, tok, processor = _prepare_sampling(args)
+    groups, secs = _sample(args, prompts, model, tok, processor)
     stats = selection_stats(groups) | {"n": args.n, "sampling_s": secs, "model": str(args.model)}
     rows = shortest_rows(groups)
     print(f"{stats['prompts_without_correct']} of {len(groups)} prompts had no correct sample among "
@@ -233,18 +239,20 @@ def _run_shortest(args) -> int:
     if not rows:
         raise UserError(f"no prompt had a correct sample among {args.n}; nothing to write")
     if args.train:
-        seqs = encode_examples(tok, [(r["prompt"], r["response"]) for r in rows], context_length(model),
-                               args.chat_template, "shortest.jsonl")
+        # trained on the rows as written, images decoded back from them
+        seqs = encode_examples(tok, [(r["prompt"], r["response"], row_images(r, None)) for r in rows],
+                               context_length(model), args.chat_template, "shortest.jsonl", processor)
         stats["sft"] = run_sft(model, tok, seqs, cfg, seed=args.seed, progress=not args.quiet)
     record = child_record("shortest_rs", args.model, data="shortest.jsonl", n=args.n, lr=args.lr,
                           epochs=args.epochs) if args.train else None
-    _write_selection(args.out, "shortest.jsonl", rows, groups, stats, model, tok, record)
+    _write_selection(args.out, "shortest.jsonl", rows, groups, stats, model, tok, processor, record)
     what = "SFT data and the fine-tuned model" if args.train else "SFT data (shortest.jsonl)"
     print(f"{what} written to {args.out}")
     return 0
 
 
-def _write_selection(out, name: str, rows: list[dict], groups, stats: dict, model, tok, record: dict | None) -> None:
+def _write_selection(out, name: str, rows: list[dict], groups, stats: dict, model, tok, processor,
+                     record: dict | None) -> None:
     """Write the selected rows, every sample, the summary and (with ``record``) the trained model, atomically."""
     from longrl.long2short.io import staged_output, write_jsonl
     from longrl.long2short.sample import group_rows
@@ -255,10 +263,11 @@ def _write_selection(out, name: str, rows: list[dict], groups, stats: dict, mode
         write_jsonl(tmp / "samples.jsonl", group_rows(groups))
         (tmp / "summary.json").write_text(json.dumps(stats, indent=2))
         if record is not None:
-            save_model(model, tok, tmp, extra=record)
+            save_model(model, tok, tmp, extra=record, processor=processor)
 
 
 def _run_dpo(args) -> int:
+    from longrl.data.images import row_images
     from longrl.errors import UserError
     from longrl.long2short.io import child_record
     from longrl.long2short.select import pair_rows, selection_stats
@@ -270,8 +279,8 @@ def _run_dpo(args) -> int:
     cfg.validate()
     if args.ratio < 1:
         raise UserError(f"--ratio {args.ratio}: must be at least 1 (k1.5 uses 1.5)")
-    prompts, model, tok = _prepare_sampling(args)
-    groups, secs = _sample(args, prompts, model, tok)
+    prompts, model, tok, processor = _prepare_sampling(args)
+    groups, secs = _sample(args, prompts, model, tok, processor)
     stats = selection_stats(groups, args.ratio) | {"n": args.n, "ratio": args.ratio, "sampling_s": secs,
                                                    "model": str(args.model)}
     rows = pair_rows(groups, args.ratio)
@@ -281,12 +290,12 @@ def _run_dpo(args) -> int:
     if not rows:
         raise UserError(f"no preference pairs: no prompt had both a correct sample and a longer wrong or "
                         f">= {args.ratio}x longer correct one among {args.n}")
-    data = encode_pairs(tok, [(r["prompt"], r["chosen"], r["rejected"]) for r in rows], context_length(model),
-                        args.chat_template, "pairs.jsonl")
+    data = encode_pairs(tok, [(r["prompt"], r["chosen"], r["rejected"], row_images(r, None)) for r in rows],
+                        context_length(model), args.chat_template, "pairs.jsonl", processor)
     stats["dpo"] = run_dpo(model, tok, data, cfg, seed=args.seed, progress=not args.quiet)
     record = child_record("dpo", args.model, data="pairs.jsonl", n=args.n, ratio=args.ratio, beta=args.beta,
                           lr=args.lr, sft_weight=args.sft_weight)
-    _write_selection(args.out, "pairs.jsonl", rows, groups, stats, model, tok, record)
+    _write_selection(args.out, "pairs.jsonl", rows, groups, stats, model, tok, processor, record)
     d = stats["dpo"]
     print(f"DPO: {d['dpo/steps']} steps, last-epoch pair accuracy {d['dpo/accuracy']:.3f}, "
           f"margin {d['dpo/margin']:.3f}; model written to {args.out}")

@@ -37,9 +37,11 @@ def evaluate_models(models: Sequence[str | Path], labels: Sequence[str], prompts
                     n: int, temperature: float, max_new_tokens: int, seed: int = 0,
                     chat_template: bool = False, greedy: bool = True, progress: bool = True,
                     rewards=None) -> list[ModelPoint]:
-    """Each model's point on the same prompts; ``rewards``: the run config's rewards section (None: defaults)."""
+    """Each model's point on the same prompts; ``rewards``: the run config's rewards section (None: defaults).
+    A vision-language model gets its own processor (image prompts need one; a text model refuses them)."""
     from longrl.eval.runner import evaluate
     from longrl.models.loading import load_model, stop_token_ids
+    from longrl.models.vision import load_processor
     from longrl.rewards.compose import build_router
     from longrl.rollout.hf import HFEngine
 
@@ -52,7 +54,8 @@ def evaluate_models(models: Sequence[str | Path], labels: Sequence[str], prompts
             model, tok = load_model(path)
             engine = HFEngine(model, stop_token_ids(tok, path, chat_template), tok.pad_token_id)
             r = evaluate(engine, tok, prompts, router, n=n, temperature=temperature,
-                         max_new_tokens=max_new_tokens, greedy=greedy, seed=seed, chat_template=chat_template)
+                         max_new_tokens=max_new_tokens, greedy=greedy, seed=seed, chat_template=chat_template,
+                         processor=load_processor(path))
             points.append(ModelPoint(label, str(path), r.pass1, r.greedy, r.len_mean, r.len_median,
                                      r.len_p90, r.per_level))
             del model, engine

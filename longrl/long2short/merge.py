@@ -8,7 +8,9 @@ from one base checkpoint; when the lineage records (:mod:`longrl.long2short.io`)
 ancestor, the merge still runs but says so.
 
 Averaging is done in float32 and cast back to each tensor's dtype. Non-floating tensors (integer
-buffers) are copied and must be equal in both models.
+buffers) are copied and must be equal in both models. Two vision-language models merge every
+tensor, vision tower and projector included, and the merged folder gets the long model's
+processor; a vision-language model and a text-only one do not merge.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from longrl.long2short.io import (
     root_of,
     staged_output,
 )
-from longrl.models.loading import ARCH_FIELDS, architecture, load_model, load_tokenizer, save_model
+from longrl.models.loading import (
+    ARCH_FIELDS,
+    architecture,
+    is_vision_model,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
+from longrl.models.vision import load_processor
 
 
 @dataclass
@@ -40,7 +50,12 @@ class MergeReport:
 
 
 def check_architectures(cfg_long: dict, cfg_short: dict, long: str, short: str) -> None:
-    """Refuse two configs whose shape-defining fields differ; name the first such field."""
+    """Refuse two configs whose shape-defining fields differ, or a vision-language model with a
+    text-only one; name the first such field."""
+    if is_vision_model(cfg_long) != is_vision_model(cfg_short):
+        kind = {True: "a vision-language model", False: "a text-only model"}
+        raise UserError(f"cannot merge {kind[is_vision_model(cfg_long)]} ({long}) with "
+                        f"{kind[is_vision_model(cfg_short)]} ({short}): both must have a vision tower or neither")
     a, b = architecture(cfg_long), architecture(cfg_short)
     for k in ARCH_FIELDS:
         if a.get(k) != b.get(k):
@@ -113,7 +128,8 @@ def _saved_dtype(model_dir: Path) -> str:
 
 
 def merge_models(long: str | Path, short: str | Path, out: str | Path, alpha: float = 0.5) -> MergeReport:
-    """Average two model folders into ``out`` (Hugging Face format, with the long model's tokenizer)."""
+    """Average two model folders into ``out`` (Hugging Face format, with the long model's tokenizer,
+    and processor for a vision-language model)."""
     long, short = Path(long), Path(short)
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"--alpha {alpha}: must be in [0, 1] (the weight of the long model)")
@@ -126,6 +142,7 @@ def merge_models(long: str | Path, short: str | Path, out: str | Path, alpha: fl
     check_architectures(cfg_long, cfg_short, str(long), str(short))
     check_vocabularies(tok_long.get_vocab(), tok_short.get_vocab(), str(long), str(short))
     shared, warnings = lineage_warnings(long, short)
+    processor = load_processor(long)  # None for a text-only model
     model, _ = load_model(long, _saved_dtype(long))
     other, _ = load_model(short, _saved_dtype(long))
     merged = merge_state_dicts(model.state_dict(), other.state_dict(), alpha, (str(long), str(short)))
@@ -134,5 +151,5 @@ def merge_models(long: str | Path, short: str | Path, out: str | Path, alpha: fl
     record = {"stage": "merge", "parents": [str(long.resolve()), str(short.resolve())], "alpha": alpha,
               "shared_ancestor": shared, "root": root_of(shared if shared is not None else long)}
     with staged_output(out) as tmp:
-        save_model(model, tok_long, tmp, extra=record)
+        save_model(model, tok_long, tmp, extra=record, processor=processor)
     return MergeReport(Path(out), len(merged), shared, warnings)

@@ -22,11 +22,13 @@ def load_prompts(data: str, limit: int | None = None, seed: int = 0,
 
 def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temperature: float,
                   max_new_tokens: int, seed: int = 0, chat_template: bool = False,
-                  max_batch: int = 256, rewards=None) -> list[Group]:
+                  max_batch: int = 256, rewards=None, processor=None) -> list[Group]:
     """n samples per prompt from ``model``, scored by each prompt's verifier.
 
     This is the evaluation runner's sample-and-score pass (same seeds, same scorers), kept per
-    prompt instead of averaged. ``rewards`` is the run config's rewards section (None: defaults).
+    prompt instead of averaged. ``rewards`` is the run config's rewards section (None: defaults);
+    ``processor`` a vision-language model's (:func:`longrl.models.vision.load_processor`), which
+    image prompts need.
     """
     from longrl.eval.runner import evaluate
     from longrl.models.loading import stop_token_ids
@@ -38,7 +40,7 @@ def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temper
     try:
         res = evaluate(engine, tokenizer, prompts, router, n=n, temperature=temperature,
                        max_new_tokens=max_new_tokens, greedy=False, seed=seed,
-                       chat_template=chat_template, keep_rows=True)
+                       chat_template=chat_template, keep_rows=True, processor=processor)
     finally:
         router.close()
     groups = []

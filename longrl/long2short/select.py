@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from longrl.data.images import IMAGES_KEY, encode_base64
 from longrl.types import Prompt
 
 
@@ -64,25 +65,35 @@ def preference_pairs(lengths: Sequence[int], correct: Sequence[bool], ratio: flo
             if j != p and ((not ok and n > lp) or (ok and n >= ratio * lp))]
 
 
+def _prompt_columns(p: Prompt) -> dict:
+    """The prompt as a data row holds it: text or chat messages, and its images (base64, as
+    :func:`longrl.data.sources.prompt_row` writes them) when it has any."""
+    cols = {"prompt": p.messages or p.text}
+    if p.images:
+        cols[IMAGES_KEY] = [encode_base64(b) for b in p.images]
+    return cols
+
+
 def shortest_rows(groups: Sequence[Group]) -> list[dict]:
-    """SFT rows ``{prompt, response, tokens}``: the shortest correct response of each group that has one."""
+    """SFT rows ``{prompt, [images], response, tokens}``: the shortest correct response of each group
+    that has one (:func:`longrl.data.sources.load_sft_examples` reads them back, images included)."""
     rows = []
     for g in groups:
         j = shortest_correct(g.lengths, g.correct)
         if j is not None:
-            rows.append({"prompt": g.prompt.messages or g.prompt.text, "response": g.responses[j], "tokens": g.lengths[j],
-                         "prompt_id": g.prompt.id})
+            rows.append(_prompt_columns(g.prompt) | {"response": g.responses[j], "tokens": g.lengths[j],
+                                                      "prompt_id": g.prompt.id})
     return rows
 
 
 def pair_rows(groups: Sequence[Group], ratio: float = 1.5) -> list[dict]:
-    """DPO rows ``{prompt, chosen, rejected, chosen_tokens, rejected_tokens, rejected_correct}``."""
+    """DPO rows ``{prompt, [images], chosen, rejected, chosen_tokens, rejected_tokens, rejected_correct}``."""
     rows = []
     for g in groups:
         for c, r in preference_pairs(g.lengths, g.correct, ratio):
-            rows.append({"prompt": g.prompt.messages or g.prompt.text, "chosen": g.responses[c], "rejected": g.responses[r],
-                         "chosen_tokens": g.lengths[c], "rejected_tokens": g.lengths[r],
-                         "rejected_correct": g.correct[r], "prompt_id": g.prompt.id})
+            rows.append(_prompt_columns(g.prompt) | {
+                "chosen": g.responses[c], "rejected": g.responses[r], "chosen_tokens": g.lengths[c],
+                "rejected_tokens": g.lengths[r], "rejected_correct": g.correct[r], "prompt_id": g.prompt.id})
     return rows
 
 

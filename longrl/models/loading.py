@@ -1,4 +1,5 @@
-"""Loading and saving Hugging Face causal LMs, with clear errors for bad directories."""
+"""Loading and saving Hugging Face causal LMs and vision-language models, with clear errors for bad
+directories."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from longrl.errors import UserError
 
 
-def _check_dir(path: str | Path) -> Path:
+def check_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"model.path: {path} is not a directory (a local Hugging Face model folder)")
@@ -19,7 +20,7 @@ def _check_dir(path: str | Path) -> Path:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    path = _check_dir(path)
+    path = check_dir(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -40,30 +41,55 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
-    """Load ``(model, tokenizer)`` from a local folder; the model is in train mode on CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def is_vision_model(model_or_config) -> bool:
+    """Whether a model, its config, or a ``config.json`` dict is a vision-language one (has a vision tower)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if isinstance(config, dict):
+        return config.get("vision_config") is not None
+    return getattr(config, "vision_config", None) is not None
 
-    path = _check_dir(path)
+
+def load_model(path: str | Path, dtype: str = "float32"):
+    """Load ``(model, tokenizer)`` from a local folder; the model is in train mode on CPU.
+
+    A vision-language folder (its config has a ``vision_config``: LLaVA, Qwen2-VL, ...) loads with
+    ``AutoModelForImageTextToText``, any other with ``AutoModelForCausalLM``; its processor comes
+    from :func:`longrl.models.vision.load_processor`.
+    """
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    path = check_dir(path)
     tokenizer = load_tokenizer(path)
+    if is_vision_model(json.loads((path / "config.json").read_text())):
+        auto, kind = AutoModelForImageTextToText, "vision-language model"
+    else:
+        auto, kind = AutoModelForCausalLM, "causal LM"
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as e:
-        raise UserError(f"model.path: cannot load a causal LM from {path}: {e}") from e
-    if model.config.eos_token_id is None:
-        model.config.eos_token_id = tokenizer.eos_token_id
+        raise UserError(f"model.path: cannot load a {kind} from {path}: {e}") from e
+    if getattr(model.config, "eos_token_id", None) is None:  # a VLM's may sit in its text_config only
+        text_eos = getattr(model.config.get_text_config(), "eos_token_id", None)
+        model.config.eos_token_id = text_eos if text_eos is not None else tokenizer.eos_token_id
     return model, tokenizer
 
 
-def save_model(model, tokenizer, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """Save in Hugging Face format (safetensors); ``extra`` goes to ``longrl.json`` (lineage etc.)."""
+def save_model(model, tokenizer, out_dir: str | Path, extra: dict | None = None, processor=None) -> Path:
+    """Save in Hugging Face format (safetensors); ``extra`` goes to ``longrl.json`` (lineage etc.).
+    A vision-language model's ``processor`` is saved with it (its tokenizer included), so that
+    ``load_processor`` finds it in ``out_dir``; refused when missing, rather than a folder that
+    cannot read images."""
     import json
 
+    if processor is None and is_vision_model(model):
+        raise ValueError("save_model: a vision-language model is saved with its processor")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    (processor or tokenizer).save_pretrained(out_dir)
     if extra:
         (out_dir / "longrl.json").write_text(json.dumps(extra, indent=2))
     return out_dir
@@ -75,14 +101,19 @@ ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "
 
 
 def architecture(config) -> dict:
-    """The shape-defining fields of a transformers config (object or dict)."""
+    """The shape-defining fields of a transformers config (object or dict); a vision-language model's
+    are its language model's, under its own ``model_type``."""
+    text = config.get("text_config") if isinstance(config, dict) else getattr(config, "text_config", None)
+    arch = architecture(text) if text is not None else {}
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    return {k: get(k) for k in ARCH_FIELDS if get(k) is not None}
+    return arch | {k: get(k) for k in ARCH_FIELDS if get(k) is not None}
 
 
-def tiny_architecture(tiny) -> dict:
-    """What ``build_tiny_model`` makes from a ``TinyModelConfig`` (vocab size depends on the corpus)."""
-    return {"model_type": "llama", "hidden_size": tiny.hidden_size, "num_hidden_layers": tiny.num_layers,
+def tiny_architecture(tiny, vision: bool = False) -> dict:
+    """What ``build_tiny_model`` (``build_tiny_vlm`` with ``vision``) makes from a ``TinyModelConfig``
+    (vocab size depends on the corpus)."""
+    return {"model_type": "llava" if vision else "llama", "hidden_size": tiny.hidden_size,
+            "num_hidden_layers": tiny.num_layers,
             "num_attention_heads": tiny.num_heads, "num_key_value_heads": tiny.num_heads,
             "intermediate_size": tiny.intermediate_size, "max_position_embeddings": tiny.max_positions}
 
@@ -98,7 +129,13 @@ def check_architecture(model, expected: dict, expected_from: str, checkpoint: st
 
 
 def context_length(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", 1 << 30))
+    return context_of(model.config)
+
+
+def context_of(config) -> int:
+    """The context length of a model config in tokens (a vision-language model's: its language model's)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(getattr(text, "max_position_embeddings", 1 << 30))
 
 
 def encode_prompt(tokenizer, text: str | list[dict[str, str]], chat_template: bool = False,

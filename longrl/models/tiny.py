@@ -29,6 +29,24 @@ class TinyModelConfig:
     seed: int = 0  # initialisation seed
 
 
+@dataclass
+class TinyVLMConfig:
+    """The built-in tiny VLM's vision side (``model.tiny_vision``): a CLIP-style vision tower and a
+    projector before the built-in Llama (``model.tiny``, a :class:`TinyModelConfig`)."""
+
+    image_size: int = 96  # pixels per side the processor resizes to (the built-in visual tasks draw 96x96)
+    patch_size: int = 16  # pixels per patch side: (96 / 16)^2 = 36 image tokens per image
+    vision_hidden_size: int = 128  # vision tower width
+    vision_layers: int = 2
+    vision_heads: int = 4
+    vision_intermediate_size: int = 512  # vision MLP width (4x hidden)
+
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens per image: one per patch (the CLS feature is dropped)."""
+        return (self.image_size // self.patch_size) ** 2
+
+
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):
     """Byte-level BPE with single-digit tokens, wrapped as a transformers fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

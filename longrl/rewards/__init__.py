@@ -32,6 +32,8 @@ class Scorer(Protocol):
 
 _BUILTIN: dict[str, str] = {
     "countdown": "longrl.tasks.countdown:CountdownScorer",
+    "countdown_image": "longrl.tasks.countdown:CountdownScorer",  # countdown drawn: the same references
+    "scenes": "longrl.tasks.scenes:ScenesScorer",
     "math": "longrl.rewards.math:MathScorer",
     "code": "longrl.rewards.code:CodeScorer",
 }

@@ -10,17 +10,24 @@ Log-probs are of the sampling distribution: ``log_softmax(logits / T)`` restrict
 nucleus and renormalised; with ``T = 0`` decoding is greedy and log-probs are of the raw logits.
 Finished rows are dropped from the batch (and from the KV cache) as soon as they stop, so a batch
 with a long tail does not keep paying for its finished samples.
+
+Image prompts (``GenRequest.mm``) go through the prefill only, with the positions of
+:func:`longrl.models.vision.mm_positions` (three rows for Qwen2-VL's M-RoPE); decode steps take the
+previous position + 1 and no pixel inputs. A VLM's image placeholder tokens are never sampled
+(:func:`longrl.models.vision.placeholder_token_ids`; the trainer's log-probs leave them out too).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from longrl.rollout.repetition import RepeatDetector
 from longrl.models.precision import compute_context
+from longrl.models.vision import concat_mm, mm_forward_kwargs, mm_positions, placeholder_token_ids
+from longrl.rollout.repetition import RepeatDetector
 from longrl.types import GenRequest, GenResult, SamplingParams
 
 _M32 = 0xFFFFFFFF
@@ -161,6 +168,22 @@ def _kv_cache(model, prompt_len: int, max_new: int) -> DynamicCache:
     return cache
 
 
+def _context_keys(reqs: list[GenRequest]) -> list[tuple]:
+    """What makes two requests the same context for the shared prefill: their ids and a digest of
+    their pixel inputs (identical ids with different images are different contexts). The k requests
+    of a prompt share one ``mm`` dict, so each distinct dict is hashed once."""
+    digests: dict[int, tuple] = {}
+
+    def digest(mm: dict[str, torch.Tensor]) -> tuple:
+        if id(mm) not in digests:
+            digests[id(mm)] = tuple((k, tuple(v.shape), str(v.dtype), hashlib.blake2b(
+                v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).digest())
+                for k, v in sorted(mm.items()))
+        return digests[id(mm)]
+
+    return [(tuple(r.prompt_ids), digest(r.mm) if r.mm else None) for r in reqs]
+
+
 class HFEngine:
     """In-process transformers engine; shares the policy module with the trainer (no copy).
 
@@ -177,6 +200,7 @@ class HFEngine:
         self.pad_id = pad_id
         self.max_batch = max_batch
         self.autocast = autocast
+        self.banned = torch.tensor(placeholder_token_ids(model), dtype=torch.int64)
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -256,11 +280,11 @@ class HFEngine:
         pos_offset = torch.tensor([r.response_offset for r in reqs], dtype=torch.int64, device=dev)
         max_new = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
         eos_ids = self.eos_ids.to(dev)
+        banned = self.banned.to(dev)
         tokens: list[list[int]] = [[] for _ in range(B)]
         logps: list[list[float]] = [[] for _ in range(B)]
         stop: list[str] = ["max_length"] * B
         alive = torch.arange(B, device=dev)  # original row of each row still in the batch
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         detector = None
         if params.repeat_max_period > 0:  # earlier segments of a continued sample count too
             detector = RepeatDetector(params.repeat_max_period, params.repeat_window,
@@ -268,18 +292,26 @@ class HFEngine:
         cache = _kv_cache(model, T, int(max_new.max()))
         # Prefill each distinct context once (the k samples of a prompt share it), then give
         # every request its own copy of the cache rows.
-        first: dict[tuple[int, ...], int] = {}
-        src = torch.tensor([first.setdefault(tuple(r.prompt_ids), b) for b, r in enumerate(reqs)], device=dev)
+        first: dict[tuple, int] = {}
+        src = torch.tensor([first.setdefault(k, b) for b, k in enumerate(_context_keys(reqs))], device=dev)
         rows = torch.tensor(list(first.values()), device=dev)  # ascending: first occurrences in order
-        logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=position_ids[rows],
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        mm = concat_mm([reqs[b].mm for b in first.values()])
+        # Positions have the batch at dim -2 ([B, T], or [3, B, T] for M-RoPE): rows are picked with
+        # [..., rows, :] and a decode step's position is the row's previous one + 1.
+        positions = mm_positions(model, ids[rows], mask[rows], mm)
+        logits = model(input_ids=ids[rows], attention_mask=mask[rows], position_ids=positions,
+                       past_key_values=cache, use_cache=True,
+                       **mm_forward_kwargs(model, ids[rows], mm)).logits[:, -1]
+        step_pos = positions[..., -1:]
         if rows.numel() < B:
             expand = torch.searchsorted(rows, src)  # request -> its context's row in the prefill
             cache.batch_select_indices(expand)
             logits = logits[expand]
-        step_pos = position_ids
+            step_pos = step_pos[..., expand, :]
         step = 0
         while True:
+            if banned.numel():
+                logits = logits.index_fill(-1, banned, float("-inf"))
             tok, lp = sample_next(logits, params, seeds[alive], pos_offset[alive] + step)
             step += 1
             is_eos = torch.isin(tok, eos_ids)
@@ -304,11 +336,9 @@ class HFEngine:
                 mask = mask[keep]
                 tok = tok[keep]
                 alive = alive[keep]
-                last_pos = step_pos[keep, -1:]
-            else:
-                last_pos = step_pos[:, -1:]
+                step_pos = step_pos[..., keep, :]
             mask = torch.cat([mask, torch.ones((alive.numel(), 1), dtype=mask.dtype, device=dev)], dim=1)
-            step_pos = last_pos + 1
+            step_pos = step_pos + 1
             logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=step_pos,
                            past_key_values=cache, use_cache=True).logits[:, -1]
         return [GenResult(tokens[b], logps[b], stop[b]) for b in range(B)]  # type: ignore[arg-type]

@@ -28,18 +28,20 @@ class Response:
 
 @dataclass
 class TextEngine:
-    """An engine with the tokenizer and prompt rendering that go with it."""
+    """An engine with the tokenizer, processor and prompt rendering that go with it."""
 
     engine: object
     tokenizer: object
     chat_template: bool
     context: int  # the model's context length in tokens
     close: Callable[[], None]
+    processor: object = None  # a vision-language model's processor; None for a text-only model
 
-    def encode(self, prompt: Prompt) -> list[int]:
-        from longrl.models.loading import encode_prompt
+    def encode(self, prompt: Prompt):
+        """The prompt's :class:`~longrl.models.vision.Encoded` ids (and pixel inputs for images)."""
+        from longrl.models.vision import encode_prompt_mm
 
-        return encode_prompt(self.tokenizer, prompt.text, self.chat_template, messages=prompt.messages)
+        return encode_prompt_mm(self.tokenizer, self.processor, prompt, self.chat_template)
 
 
 def open_engine(model_dir: str | Path, *, engine: str = "hf", dtype: str = "float32", chat_template: bool = False,
@@ -51,7 +53,8 @@ def open_engine(model_dir: str | Path, *, engine: str = "hf", dtype: str = "floa
     """
     from transformers import AutoConfig
 
-    from longrl.models.loading import load_model, load_tokenizer, resolve_device, stop_token_ids
+    from longrl.models.loading import context_of, load_model, load_tokenizer, resolve_device, stop_token_ids
+    from longrl.models.vision import load_processor
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -61,7 +64,8 @@ def open_engine(model_dir: str | Path, *, engine: str = "hf", dtype: str = "floa
     tok = load_tokenizer(path)
     if chat_template and tok.chat_template is None:
         raise UserError(f"{field} {model_dir}: the chat template was asked for but the tokenizer has none")
-    ctx = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 1 << 30))
+    ctx = context_of(AutoConfig.from_pretrained(path))
+    processor = load_processor(path)
     stops = stop_token_ids(tok, path, chat_template)
     if engine == "hf":
         from longrl.rollout.hf import HFEngine
@@ -70,17 +74,17 @@ def open_engine(model_dir: str | Path, *, engine: str = "hf", dtype: str = "floa
         model.to(resolve_device())
         model.eval()
         eng = HFEngine(model, stops, tok.pad_token_id, max_batch)
-        return TextEngine(eng, tok, chat_template, ctx, lambda: None)
+        return TextEngine(eng, tok, chat_template, ctx, lambda: None, processor)
     from longrl.rollout.vllm import VLLMEngine
 
     eng = VLLMEngine(path, stops, seed=seed, dtype=dtype, max_batch=max_batch)
-    return TextEngine(eng, tok, chat_template, ctx, eng.close)
+    return TextEngine(eng, tok, chat_template, ctx, eng.close, processor)
 
 
 def check_lengths(te: TextEngine, prompts: Sequence[Prompt], max_new_tokens: int, what: str = "prompt") -> None:
     """Refuse, before any sampling, a prompt whose tokens plus ``max_new_tokens`` exceed the context."""
     for p in prompts:
-        n = len(te.encode(p))
+        n = len(te.encode(p).ids)
         if n + max_new_tokens > te.context:
             raise UserError(f"{what} {p.id!r}: {n} tokens plus {max_new_tokens} new ones exceed the model's "
                             f"context of {te.context}")
@@ -103,13 +107,15 @@ def sample_responses(te: TextEngine, prompts: Sequence[Prompt], *, n: int, max_n
     """
     reqs = []
     for i, p in enumerate(prompts):
-        ids = te.encode(p)
+        enc = te.encode(p)
+        ids = enc.ids
         if prefixes and prefixes[i]:
             ids = ids + list(te.tokenizer(prefixes[i], add_special_tokens=False)["input_ids"])
         if len(ids) + max_new_tokens > te.context:
             raise UserError(f"prompt {p.id!r}: {len(ids)} tokens plus {max_new_tokens} new ones exceed the "
                             f"model's context of {te.context}")
-        reqs += [GenRequest(ids, max_new_tokens, seed=prompt_seed(seed, salt + p.id, j)) for j in range(n)]
+        reqs += [GenRequest(ids, max_new_tokens, seed=prompt_seed(seed, salt + p.id, j), mm=enc.mm)
+                 for j in range(n)]
     if not reqs:
         return []
     results = te.engine.generate(reqs, params)

@@ -163,7 +163,7 @@ class VLLMEngine:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise UserError(f"model.path: {model_dir} has no config.json; is it a Hugging Face model folder?")
-        self.eos_ids = sorted(set(int(i) for i in eos_ids))
+        self.eos_ids = sorted({int(i) for i in eos_ids})
         if not self.eos_ids:
             raise ValueError("VLLMEngine needs at least one EOS token id")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -241,6 +241,9 @@ class VLLMEngine:
         for i, r in enumerate(requests):
             if not r.prompt_ids:
                 raise ValueError("a generation request has an empty prompt")
+            if r.mm is not None:  # vLLM wants the unexpanded prompt and the images, not pixel tensors
+                raise UserError("rollout.engine=vllm does not take image prompts yet; use rollout.engine=hf "
+                                "for a vision-language model")
             if len(r.prompt_ids) >= self.max_model_len:
                 raise UserError(f"a prompt of {len(r.prompt_ids)} tokens (request {i}) leaves no room in the "
                                 f"engine's context of {self.max_model_len} tokens (rollout max_model_len)")

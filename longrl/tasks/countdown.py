@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from longrl.tasks.splits import HELDOUT_PER_LEVEL, Splits
 from longrl.types import Prompt, Score
 
 TASK = "countdown"
@@ -173,41 +174,22 @@ def make_prompt(rng: random.Random, level: int, pid: str) -> Prompt:
 
 
 def train_prompts(seed: int, levels: Sequence[int] = LEVELS) -> Iterator[Prompt]:
-    """An unlimited stream of training prompts; level drawn uniformly from ``levels``.
-
-    Held-out problems (:func:`heldout_prompts`) are skipped, so they never appear in training.
-    """
-    held = {_key(p.reference) for p in heldout_prompts()}
-    rng = random.Random(f"countdown-train-{seed}")
-    i = 0
-    while True:
-        level = rng.choice(list(levels))
-        p = make_prompt(rng, level, f"countdown-train-{seed}-{i}")
-        i += 1
-        if _key(p.reference) not in held:
-            yield p
+    """An unlimited stream of training prompts, level drawn uniformly from ``levels``; held-out problems
+    (:func:`heldout_prompts`) are skipped, so they never appear in training."""
+    return _SPLITS.train(seed, levels)
 
 
-_HELDOUT_CACHE: dict[int, list[Prompt]] = {}
-
-
-def heldout_prompts(n_per_level: int = 150) -> list[Prompt]:
-    """The fixed held-out set: ``n_per_level`` problems of each level, distinct, from a fixed seed."""
-    if n_per_level not in _HELDOUT_CACHE:
-        rng = random.Random("countdown-heldout-v1")
-        out, seen = [], set()
-        for level in LEVELS:
-            while sum(p.level == level for p in out) < n_per_level:
-                p = make_prompt(rng, level, f"countdown-heldout-{level}-{len(out)}")
-                if _key(p.reference) not in seen:
-                    seen.add(_key(p.reference))
-                    out.append(p)
-        _HELDOUT_CACHE[n_per_level] = out
-    return list(_HELDOUT_CACHE[n_per_level])
+def heldout_prompts(n_per_level: int = HELDOUT_PER_LEVEL) -> list[Prompt]:
+    """The fixed held-out set: ``n_per_level`` distinct problems of each level, from a fixed seed (a
+    smaller set is a per-level prefix of the full one: :class:`longrl.tasks.splits.Splits`)."""
+    return _SPLITS.heldout(n_per_level)
 
 
 def _key(ref: dict) -> tuple:
     return (tuple(sorted(ref["numbers"])), ref["target"])
+
+
+_SPLITS = Splits(TASK, LEVELS, make_prompt, key=lambda p: _key(p.reference))
 
 
 # --------------------------------------------------------------------------- trace writer

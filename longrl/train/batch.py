@@ -2,6 +2,9 @@
 
 Sequences are length-bucketed into micro-batches (sorted by length, cut at a token budget) and
 right-padded only to the longest sequence of their micro-batch, never to the global maximum.
+A sequence of an image prompt carries the prompt's pixel inputs (``Seq.mm``); they travel with
+its micro-batch and go back into the model with the ids (DESIGN §7b), with the same position ids
+the ``hf`` engine used (:func:`longrl.models.vision.mm_positions`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ from dataclasses import dataclass
 
 import torch
 
+from longrl.models.vision import concat_mm, mm_forward_kwargs, mm_positions, placeholder_token_ids
+
 
 @dataclass
 class Seq:
     """One training sequence: ``ids = prompt + response``; the loss covers ``ids[loss_start:]``.
 
     ``ref_logp`` (optional) holds log π_i for the loss tokens, ``len(ids) - loss_start`` values.
+    ``mm`` is the prompt's pixel inputs (``GenRequest.mm``, the same dict the engine took), None for
+    a text-only prompt; ``ids`` are then the processor-expanded ids.
     """
 
     ids: list[int]
@@ -24,6 +31,7 @@ class Seq:
     advantage: float = 0.0
     ref_logp: list[float] | None = None
     index: int = 0  # position in the caller's list, to map results back
+    mm: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -37,6 +45,8 @@ class TrainBatch:
       ref_logp        float [b, L-1]  log π_i of each target (0 outside the loss mask)
       advantages      float [b]
       index           int64 [b]       position of each row in the caller's sequence list
+      mm              the rows' ``Seq.mm`` joined along dim 0 in row order (rows without images add
+                      nothing; :func:`longrl.models.vision.concat_mm`), None when no row has images
     """
 
     input_ids: torch.Tensor
@@ -45,14 +55,16 @@ class TrainBatch:
     ref_logp: torch.Tensor
     advantages: torch.Tensor
     index: torch.Tensor
+    mm: dict[str, torch.Tensor] | None = None
 
     @property
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
     def to(self, device) -> TrainBatch:
+        mm = None if self.mm is None else {k: v.to(device) for k, v in self.mm.items()}
         return TrainBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.loss_mask,
-                                                    self.ref_logp, self.advantages, self.index)))
+                                                    self.ref_logp, self.advantages, self.index)), mm=mm)
 
 
 def model_device(model) -> torch.device:
@@ -104,7 +116,8 @@ def _collate(seqs: list[Seq], pad_id: int) -> TrainBatch:
             ref[r, s.loss_start - 1 : n - 1] = torch.tensor(s.ref_logp)
     return TrainBatch(ids, attn, loss_mask, ref,
                       torch.tensor([s.advantage for s in seqs], dtype=torch.float32),
-                      torch.tensor([s.index for s in seqs], dtype=torch.int64))
+                      torch.tensor([s.index for s in seqs], dtype=torch.int64),
+                      concat_mm([s.mm for s in seqs]))
 
 
 # Logits are computed for at most this many elements (tokens x vocabulary) at a time: 2^27 fp32 values
@@ -123,24 +136,33 @@ def token_logprobs(model, batch: TrainBatch, temperature: float = 1.0,
     activation checkpointing, so neither the forward nor the backward holds a ``b × L × V`` tensor
     (8k tokens at a 152k vocabulary would be 5 GB per fp32 copy). The log-softmax is in fp32 whatever
     the compute dtype. Models whose causal-LM head is not ``get_output_embeddings()`` applied to
-    ``get_decoder()``'s last hidden state (logit soft-capping, scaled logits) are detected once, on a
-    short slice of the first batch, and take the full forward instead.
+    the base model's last hidden state (logit soft-capping, scaled logits) are detected once, on a
+    short slice of the first batch, and take the full forward instead. The base model
+    (``model.base_model``) is the language model's body for a text model and the whole
+    vision-language body (vision tower, projector, language model) for a VLM, so pixel inputs
+    (``batch.mm``) enter the same way in both paths. A VLM's image placeholder tokens are left out
+    of the softmax, as the ``hf`` engine never samples them (:func:`placeholder_token_ids`).
     """
     mask = batch.loss_mask.bool()
+    ids, attn = batch.input_ids, batch.attention_mask
+    inputs = dict(input_ids=ids, attention_mask=attn, position_ids=mm_positions(model, ids, attn, batch.mm),
+                  use_cache=False, **mm_forward_kwargs(model, ids, batch.mm))
+    banned = placeholder_token_ids(model)
     if not _head_is_separable(model, batch):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = model(**inputs).logits
         return _gather_logprobs(logits[:, :-1][mask], batch.input_ids[:, 1:][mask], temperature,
-                                mask, lambda x: x)
-    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 use_cache=False).last_hidden_state[:, :-1]
+                                mask, lambda x: x, banned=banned)
+    hidden = model.base_model(**inputs).last_hidden_state[:, :-1]
     return _gather_logprobs(hidden[mask], batch.input_ids[:, 1:][mask], temperature, mask,
-                            model.get_output_embeddings(), chunk_elements)
+                            model.get_output_embeddings(), chunk_elements, banned)
 
 
 def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: float, mask: torch.Tensor,
-                     head, chunk_elements: int = LOGIT_CHUNK_ELEMENTS) -> torch.Tensor:
+                     head, chunk_elements: int = LOGIT_CHUNK_ELEMENTS,
+                     banned: Sequence[int] = ()) -> torch.Tensor:
     """``head(rows)`` → log-prob of ``targets`` (``[N, H]``, ``[N]`` → ``[N]``), scattered into the
-    ``[b, L-1]`` positions of ``mask``; chunked over N, each chunk recomputed in the backward."""
+    ``[b, L-1]`` positions of ``mask``; chunked over N, each chunk recomputed in the backward. Token
+    ids in ``banned`` get no probability mass."""
     from torch.utils.checkpoint import checkpoint
 
     def chunk_logp(h: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -148,6 +170,8 @@ def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: flo
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # log-softmax in fp32 at least
         if temperature != 1.0:
             logits = logits / temperature
+        if banned:
+            logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
         return logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     vocab = getattr(head, "out_features", None) or rows.shape[-1]
@@ -167,15 +191,17 @@ def _gather_logprobs(rows: torch.Tensor, targets: torch.Tensor, temperature: flo
 
 
 def _head_is_separable(model, batch: TrainBatch) -> bool:
-    """Whether ``get_output_embeddings()(get_decoder()(x).last_hidden_state)`` gives the model's own
-    logits; checked once per model on the first row of a batch (up to 16 tokens), then cached."""
+    """Whether ``get_output_embeddings()(base_model(x).last_hidden_state)`` gives the model's own
+    logits; checked once per model on the first row of a batch (up to 16 tokens, ids only: a VLM's
+    base model runs its language model alone then, the path its hidden states take to the head),
+    then cached."""
     cached = getattr(model, "_longrl_head_separable", None)
     if cached is not None:
         return cached
     ok = False
     try:
-        decoder, head = model.get_decoder(), model.get_output_embeddings()
-        if decoder is not model and head is not None:
+        body, head = model.base_model, model.get_output_embeddings()
+        if body is not model and head is not None:
             n = int(batch.attention_mask[0].sum().clamp(max=16))
             ids = batch.input_ids[:1, :n]
             was_training = model.training
@@ -183,7 +209,7 @@ def _head_is_separable(model, batch: TrainBatch) -> bool:
             try:
                 with torch.no_grad():
                     want = model(input_ids=ids, use_cache=False).logits.float()
-                    got = head(decoder(input_ids=ids, use_cache=False).last_hidden_state).float()
+                    got = head(body(input_ids=ids, use_cache=False).last_hidden_state).float()
             finally:
                 model.train(was_training)
             ok = got.shape == want.shape and torch.allclose(got, want, atol=1e-3, rtol=1e-3)

@@ -69,15 +69,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, iteration: int, model, tokenizer, state: dict[str, Any],
-                    keep: int, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``ckpt_root/iter_N`` atomically, point ``latest`` at it, prune to ``keep``."""
+                    keep: int, extra: dict[str, Any] | None = None, processor=None) -> Path:
+    """Write ``ckpt_root/iter_N`` atomically, point ``latest`` at it, prune to ``keep``; a
+    vision-language model's ``processor`` goes with it."""
     from longrl.models.loading import save_model
 
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"iter_{iteration}"
     tmp = ckpt_root / f".tmp-iter_{iteration}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp, extra=extra)
+    save_model(model, tokenizer, tmp, extra=extra, processor=processor)
     (tmp / STATE).write_text(json.dumps(state))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:

@@ -11,20 +11,21 @@ pairs (the positive of a group is in all of them) is run once per step.
 from __future__ import annotations
 
 import json
-
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
 
 from longrl.algo.losses import dpo_loss
 from longrl.errors import UserError
-from longrl.models.loading import encode_prompt, end_of_turn_ids
+from longrl.models.loading import end_of_turn_ids
+from longrl.models.vision import Encoded, encode_prompt_mm
 from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
+from longrl.types import Prompt
 
 
 @dataclass
@@ -54,26 +55,45 @@ class PairSet:
     pairs: list[tuple[int, int]]  # (chosen, rejected) indices into ``seqs``
 
 
-def encode_pairs(tokenizer, rows: Sequence[tuple[str, str, str]], max_len: int, chat_template: bool = False,
-                 source: str = "pairs") -> PairSet:
-    """(prompt, chosen, rejected) texts -> distinct sequences encoded as SFT encodes them."""
-    ids: dict[tuple[str, str], int] = {}
+def encode_pairs(tokenizer, rows: Sequence[tuple], max_len: int, chat_template: bool = False,
+                 source: str = "pairs", processor=None) -> PairSet:
+    """(prompt, chosen, rejected) or (prompt, chosen, rejected, images) -> distinct sequences encoded
+    as SFT encodes them (:func:`longrl.train.sft.encode_examples`).
+
+    The prompt is text or chat messages; ``images`` (encoded files, one ``<image>`` each in the
+    prompt) need ``processor``, a vision-language model's. Each distinct prompt is encoded once, so
+    every sequence of it (chosen and rejected) carries the same pixel inputs (``Seq.mm``).
+    """
+    prompts: dict[tuple, Encoded] = {}
+    ids: dict[tuple, int] = {}
     seqs: list[Seq] = []
     end = end_of_turn_ids(tokenizer, chat_template)
 
-    def seq(prompt: str | list[dict[str, str]], response: str, row: int) -> int:
-        key = (prompt if isinstance(prompt, str) else json.dumps(prompt), response)
+    def encoded(prompt: str | list[dict[str, str]], images: list[bytes], row: int) -> tuple[tuple, Encoded]:
+        key = (prompt if isinstance(prompt, str) else json.dumps(prompt), tuple(images))
+        if key not in prompts:
+            text, messages = (prompt, None) if isinstance(prompt, str) else ("", list(prompt))
+            p = Prompt(id=f"{source}: pair {row + 1}", text=text, reference=None, task="", messages=messages,
+                       images=list(images) or None)
+            prompts[key] = encode_prompt_mm(tokenizer, processor, p, chat_template)
+        return key, prompts[key]
+
+    def seq(prompt: str | list[dict[str, str]], images: list[bytes], response: str, row: int) -> int:
+        pkey, p = encoded(prompt, images, row)
+        key = (pkey, response)
         if key not in ids:
-            p = encode_prompt(tokenizer, prompt, chat_template)
             r = tokenizer(response, add_special_tokens=False)["input_ids"] + end
-            if len(p) + len(r) > max_len:
-                raise UserError(f"{source}: pair {row + 1} has a sequence of {len(p) + len(r)} tokens, "
+            if len(p.ids) + len(r) > max_len:
+                raise UserError(f"{source}: pair {row + 1} has a sequence of {len(p.ids) + len(r)} tokens, "
                                 f"longer than the model's context of {max_len}")
             ids[key] = len(seqs)
-            seqs.append(Seq(ids=p + r, loss_start=len(p), index=len(seqs)))
+            seqs.append(Seq(ids=p.ids + r, loss_start=len(p.ids), index=len(seqs), mm=p.mm))
         return ids[key]
 
-    pairs = [(seq(p, c, i), seq(p, r, i)) for i, (p, c, r) in enumerate(rows)]
+    pairs = []
+    for i, (p, c, r, *images) in enumerate(rows):
+        images = list(images[0] or []) if images else []
+        pairs.append((seq(p, images, c, i), seq(p, images, r, i)))
     return PairSet(seqs, pairs)
 
 
@@ -84,7 +104,7 @@ def sequence_logprobs(model, seqs: Sequence[Seq], max_tokens: int, pad_id: int) 
     each micro-batch's ``index``, so ``Seq.index`` must be the position in ``seqs``.
     """
     parts, order = [], []
-    local = [Seq(s.ids, s.loss_start, index=i) for i, s in enumerate(seqs)]
+    local = [replace(s, index=i) for i, s in enumerate(seqs)]  # pixel inputs (``mm``) included
     for b in micro_batches(local, max_tokens, pad_id, model_device(model)):
         parts.append(token_logprobs(model, b).sum(-1))
         order.append(b.index)

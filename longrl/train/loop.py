@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import time
 from dataclasses import asdict
@@ -18,13 +19,12 @@ from tqdm.auto import tqdm
 
 from longrl.config import RunConfig, dump_yaml, to_dict
 from longrl.data.rows import Rejects
-from longrl.data.sources import SFTExample
+from longrl.data.sources import BUILTIN, SFTExample
 from longrl.errors import UserError
 from longrl.models.loading import (
     architecture,
     check_architecture,
     context_length,
-    encode_prompt,
     load_model,
     quiet_transformers,
     resolve_device,
@@ -33,9 +33,10 @@ from longrl.models.loading import (
     tiny_architecture,
 )
 from longrl.models.precision import autocast_dtype, enable_activation_checkpointing, master_dtype
+from longrl.models.vision import load_processor, prompt_length
 from longrl.rewards.compose import build_router, check_tasks
 from longrl.rollout.hf import HFEngine
-from longrl.tasks import countdown
+from longrl.tasks.registry import BuiltinTask, get_task, is_builtin, task_names
 from longrl.train import checkpoint as ckpt
 from longrl.train.backends import Workers, make_workers
 from longrl.types import Prompt
@@ -50,34 +51,80 @@ def load_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
 
 
 def read_prompts(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt], list[Rejects]]:
-    """:func:`load_prompts` and the rows ``data.skip_invalid`` skipped, to write beside the run."""
+    """:func:`load_prompts` and the rows ``data.skip_invalid`` skipped, to write beside the run.
+
+    With ``data.mix`` the pool holds each source's prompts in its share (a built-in task draws as
+    many as its share of ``sampling.pool_size``; a file gives a deterministic sample, as large as
+    the shares allow without repeating a row) and the held-out set is every built-in task's plus
+    ``data.eval_file``, so eval reports each task and modality apart.
+    """
     d = cfg.data
-    if d.task == countdown.TASK:
-        bad = [lv for lv in d.levels if lv not in countdown.LEVELS]
+    shares = d.mix or {d.task: 1.0}
+    parts = {name: _read_source(cfg, name) for name in shares}
+    rejects = [r for _, _, rs in parts.values() for r in rs]
+    held = [p for _, h, _ in parts.values() for p in h]
+    if d.eval_file:
+        from longrl.data import sources
+
+        eval_prompts, eval_rejects = sources.read_prompts(d.eval_file, d)
+        held += eval_prompts
+        rejects += [eval_rejects] if len(eval_rejects) else []
+    if len(parts) == 1:
+        pool = next(iter(parts.values()))[0]
+    else:
+        total = sum(shares.values())
+        files = [name for name in shares if not is_builtin(name)]
+        n = min([cfg.sampling.pool_size] + [int(len(parts[f][0]) * total / shares[f]) for f in files])
+        pool = []
+        for name, share in shares.items():
+            want = max(1, round(n * share / total))
+            pool += parts[name][0][:want] if is_builtin(name) else \
+                random.Random(f"{cfg.seed}-mix-{name}").sample(parts[name][0], min(want, len(parts[name][0])))
+    overlap = {content_key(p) for p in pool} & {content_key(p) for p in held}
+    if overlap:
+        raise UserError(f"the held-out set shares {len(overlap)} prompt(s) with the training data; held-out "
+                        "prompts must never appear in training")
+    return pool, held, rejects
+
+
+def _read_source(cfg: RunConfig, name: str) -> tuple[list[Prompt], list[Prompt], list[Rejects]]:
+    """One source's (training prompts, built-in held-out set, rejects): a built-in task or a prompt source."""
+    d = cfg.data
+    field = "data.mix" if d.mix else "data.task"
+    if is_builtin(name):
+        task = get_task(name)
+        bad = [lv for lv in d.levels if lv not in task.levels]
         if bad:
-            raise UserError(f"data.levels: {bad} are not countdown levels {list(countdown.LEVELS)}")
-        stream = countdown.train_prompts(cfg.seed, d.levels)
-        pool = [next(stream) for _ in range(cfg.sampling.pool_size)]
-        return pool, countdown.heldout_prompts(d.heldout_per_level), []
+            raise UserError(f"data.levels: {bad} are not {task.name} levels {list(task.levels)}")
+        stream = task.train_prompts(cfg.seed, d.levels)
+        return [next(stream) for _ in range(cfg.sampling.pool_size)], task.heldout_prompts(d.heldout_per_level), []
     from longrl.data import sources
 
-    if not d.task.startswith(sources.HF) and not Path(d.task).exists():
-        raise UserError(f"data.task: {d.task!r} is neither a built-in task ({countdown.TASK}) nor a file, "
+    if not name.startswith(sources.HF) and not Path(name).exists():
+        raise UserError(f"{field}: {name!r} is neither a built-in task ({', '.join(task_names())}) nor a file, "
                         "dataset folder or hf:NAME[:SPLIT]")
-    train, rejects = sources.read_prompts(d.task, d)
+    train, rejects = sources.read_prompts(name, d)
     if not train:
-        raise UserError(f"data.task: {d.task} holds no prompts")
-    held, held_rejects = sources.read_prompts(d.eval_file, d) if d.eval_file else ([], Rejects())
-    overlap = {p.text for p in train} & {p.text for p in held}
-    if overlap:
-        raise UserError(f"data.eval_file shares {len(overlap)} prompt(s) with data.task; held-out "
-                        "prompts must never appear in training")
-    return train, held, [r for r in (rejects, held_rejects) if len(r)]
+        raise UserError(f"{field}: {name} holds no prompts")
+    return train, [], [rejects] if len(rejects) else []
 
 
-def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: int, what: str) -> None:
+def content_key(p: Prompt) -> str:
+    """What makes two prompts the same problem: the text the model reads and its images' bytes."""
+    digest = hashlib.sha256()
+    for image in p.images or []:
+        digest.update(hashlib.sha256(image).digest())
+    text = p.text if p.messages is None else json.dumps(p.messages, sort_keys=True)
+    return text + "\0" + digest.hexdigest()
+
+
+def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: int, what: str,
+                         processor=None) -> None:
+    """Refuse, before the run, a prompt too long for the context with ``rollout.max_length`` new tokens
+    (an image prompt measured with its image tokens expanded), or one the model cannot read (images
+    for a text-only model, placeholders that do not match its images)."""
     for p in prompts:
-        n = len(encode_prompt(tokenizer, p.text, cfg.model.chat_template, messages=p.messages))
+        n = prompt_length(tokenizer, processor, p, cfg.model.chat_template)
         if n + cfg.rollout.max_length > ctx:
             raise UserError(f"{what}: prompt {p.id!r} is {n} tokens; with rollout.max_length="
                             f"{cfg.rollout.max_length} it exceeds the model's context of {ctx} tokens")
@@ -87,8 +134,11 @@ def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: 
 
 
 def _warm_key(cfg: RunConfig) -> str:
-    ident = {"model": cfg.model.path or asdict(cfg.model.tiny), "sft": asdict(cfg.sft), "seed": cfg.seed,
-             "task": countdown.GENERATOR_VERSION if cfg.sft.data is None else cfg.sft.data}
+    model = cfg.model.path or asdict(cfg.model.tiny)
+    if cfg.model.path is None and cfg.model.vision:
+        model = {"lm": model, "vision": asdict(cfg.model.tiny_vision), "corpus": _corpus_tasks(cfg)}
+    ident = {"model": model, "sft": asdict(cfg.sft), "seed": cfg.seed,
+             "task": _warmup_versions(cfg) if cfg.sft.data is None else cfg.sft.data}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -109,20 +159,27 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
     tmp = warm.with_name(warm.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        if cfg.model.path is None:
+        if cfg.model.path is None and cfg.model.vision:
+            from longrl.models.vision import build_tiny_vlm
+
+            corpus = [text for name in _corpus_tasks(cfg) for text in get_task(name).corpus()]
+            build_tiny_vlm(tmp, cfg.model.tiny_vision, cfg.model.tiny, corpus)
+            model, tok = load_model(tmp)
+        elif cfg.model.path is None:
             from longrl.models.tiny import build_tiny_model, task_corpus
 
             build_tiny_model(tmp, cfg.model.tiny, task_corpus())
             model, tok = load_model(tmp)
         else:
             model, tok = load_model(cfg.model.path, master_dtype(cfg.model.dtype))
+        processor = load_processor(tmp if cfg.model.path is None else cfg.model.path)
         model.to(resolve_device(cfg.model.device))
-        seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source)
+        seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source, processor)
         if progress:
             print(f"SFT warm-up: {len(seqs)} examples from {source}")
         stats = run_sft(model, tok, seqs, cfg.sft, seed=cfg.seed, progress=progress, dtype=cfg.model.dtype)
         save_model(model, tok, tmp, extra={"stage": "sft", "sft": stats, "base": cfg.model.path or "tiny",
-                                           "sft_config": asdict(cfg.sft)})
+                                           "sft_config": asdict(cfg.sft)}, processor=processor)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
         raise
@@ -135,19 +192,46 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
 def expected_architecture(cfg: RunConfig) -> tuple[dict, str]:
     """The architecture the config asks for, and where that expectation comes from."""
     if cfg.model.path is None:
-        return tiny_architecture(cfg.model.tiny), "model.tiny"
+        return tiny_architecture(cfg.model.tiny, cfg.model.vision), "model.tiny"
     config_json = Path(cfg.model.path) / "config.json"
     return architecture(json.loads(config_json.read_text())), f"model.path ({config_json})"
 
 
+def _corpus_tasks(cfg: RunConfig) -> list[str]:
+    """The built-in tasks whose text the tiny VLM's tokenizer is trained on: countdown (the tiny
+    model's own corpus), the warm-up's task and the run's built-in tasks."""
+    return sorted({BUILTIN, *(t.name for t, _ in warmup_tasks(cfg))})
+
+
+def warmup_tasks(cfg: RunConfig) -> list[tuple[BuiltinTask, float]]:
+    """The built-in tasks whose traces the warm-up writes without ``sft.data``, with their shares: the
+    run's built-in tasks (``data.task``, or those of ``data.mix`` in their shares), else the default one."""
+    shares = {n: w for n, w in (cfg.data.mix or {cfg.data.task: 1.0}).items() if is_builtin(n)} or {BUILTIN: 1.0}
+    total = sum(shares.values())
+    return [(get_task(n), w / total) for n, w in shares.items()]
+
+
+def _warmup_versions(cfg: RunConfig):
+    """What the warm checkpoint's key records of the built-in traces (one task: its bare version, as always)."""
+    tasks = warmup_tasks(cfg)
+    if len(tasks) == 1:
+        return tasks[0][0].version
+    return [[t.version, w] for t, w in tasks]
+
+
 def sft_examples(cfg: RunConfig) -> tuple[list[SFTExample], str]:
-    """(prompt, response) pairs of ``sft.data`` (any :mod:`longrl.data.sources` source), or built-in traces."""
+    """(prompt, response) pairs of ``sft.data`` (any :mod:`longrl.data.sources` source), or built-in
+    traces (an image task's are ``(prompt, response, images)`` records: ``longrl.tasks.render.ImageExample``)."""
     if cfg.sft.data:
         from longrl.data.sources import load_sft_examples
 
         return load_sft_examples(cfg.sft.data, cfg.data), cfg.sft.data
-    return countdown.sft_examples(cfg.seed, cfg.sft.examples, give_up_prob=cfg.sft.give_up_prob,
-                                  slip_prob=cfg.sft.slip_prob, order=cfg.sft.search_order), "built-in countdown traces"
+    examples: list = []
+    for task, share in warmup_tasks(cfg):
+        examples += task.sft_examples(cfg.seed, max(1, round(cfg.sft.examples * share)),
+                                      give_up_prob=cfg.sft.give_up_prob, slip_prob=cfg.sft.slip_prob,
+                                      order=cfg.sft.search_order)
+    return examples, "built-in " + " + ".join(t.name for t, _ in warmup_tasks(cfg)) + " traces"
 
 
 def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None = None):
@@ -191,7 +275,7 @@ class Run:
         res = evaluate(trainer.engine, trainer.tokenizer, heldout, trainer.router, n=self.cfg.eval.n_samples,
                        temperature=self.cfg.rollout.temperature, max_new_tokens=self.cfg.rollout.max_length,
                        greedy=self.cfg.eval.greedy, seed=self.cfg.seed,
-                       chat_template=self.cfg.model.chat_template)
+                       chat_template=self.cfg.model.chat_template, processor=trainer.processor)
         m = res.metrics() | {"eval/time_s": time.perf_counter() - t0}
         with open(self.dir / "eval.jsonl", "a") as f:
             f.write(json.dumps({"iter": iteration, **m, "reasons": res.reasons}) + "\n")
@@ -223,9 +307,10 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
         start_dir = warm_model_dir(cfg, progress)
     model, tok = load_model(start_dir, master_dtype(cfg.model.dtype))  # fp32 master weights under bf16
     check_architecture(model, *expected_architecture(cfg), checkpoint=start_dir)
+    processor = load_processor(start_dir)  # a vision-language model's; None for a text-only one
     ctx = context_length(model)
-    check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task")
-    check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set")
+    check_prompt_lengths(tok, pool[:2000], cfg, ctx, "data.task", processor)
+    check_prompt_lengths(tok, heldout, cfg, ctx, "held-out set", processor)
     workers = make_workers(cfg, model, tok, start_dir)  # also places the driver's model on its device
 
     try:
@@ -237,7 +322,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
                 r.write(run_dir / "rejects.jsonl")
                 print(f"skipped {len(r)} invalid row(s) of {r.source} (see {run_dir / 'rejects.jsonl'})")
         run = Run(cfg, run_dir, resume_dir is not None, progress)
-        trainer = Trainer(cfg, model, tok, workers.engine, pool, workers.router, learner=workers.learner)
+        trainer = Trainer(cfg, model, tok, workers.engine, pool, workers.router, learner=workers.learner,
+                          processor=processor)
         summary: dict = {}
         if last is not None:
             state = ckpt.load_state(last)
@@ -284,7 +370,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             if it % cfg.checkpoint.every == 0 or it == total:
                 state = {"trainer": trainer.state_dict(), "rng": ckpt.rng_state(), "summary": summary}
                 ckpt.save_checkpoint(run_dir / "checkpoints", it, model, tok, state, cfg.checkpoint.keep,
-                                     extra={"stage": "rl", "iteration": it, "warm": str(start_dir)})
+                                     extra={"stage": "rl", "iteration": it, "warm": str(start_dir)},
+                                     processor=processor)
         bar.close()
     finally:
         logger.close()

@@ -16,7 +16,7 @@ import torch
 
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
-from longrl.models.loading import encode_prompt
+from longrl.models.vision import Encoded, encode_prompt_mm
 from longrl.rewards import ScoreRouter
 from longrl.rewards.compose import term_metrics, total_reward
 from longrl.rewards.length import length_penalty_weight, length_rewards
@@ -31,10 +31,11 @@ class Trainer:
     """Holds the policy, its rollout engine, the sampler and the scorers for one run."""
 
     def __init__(self, cfg: RunConfig, model, tokenizer, engine, prompts: list[Prompt],
-                 router: ScoreRouter, iteration: int = 0, learner=None):
+                 router: ScoreRouter, iteration: int = 0, learner=None, processor=None):
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
+        self.processor = processor  # a vision-language model's processor (image prompts); None: text only
         self.engine = engine
         self.prompts = {p.id: p for p in prompts}
         self.router = router
@@ -45,7 +46,7 @@ class Trainer:
                                      curriculum_warmup_iters=s.warmup_iters(cfg.rl.iterations),
                                      hard_threshold=s.hard_threshold, eps=s.eps,
                                      initial_success={p.id: p.pass_rate for p in prompts if p.pass_rate is not None})
-        self._encoded: dict[str, list[int]] = {}
+        self._encoded: dict[str, Encoded] = {}
         r, pc = cfg.rollout, cfg.partial
         self.buffer = ReplayBuffer(r.k, r.max_length, pc.budget_for(r.max_length), pc.max_staleness)
         self.signature = vocab_signature(tokenizer, model)
@@ -92,14 +93,19 @@ class Trainer:
         """Sample new prompts for the places the continuing trajectories leave in the batch; how many."""
         n = self.buffer.new_group_slots(self.cfg.rollout.batch_prompts * self.cfg.rollout.k)
         ids = self.sampler.sample(n, self.iteration, exclude=self.buffer.prompt_ids())
-        self.buffer.start([self.prompts[i] for i in ids], self.iteration, self.encode, self._seed)
+        self.buffer.start([self.prompts[i] for i in ids], self.iteration, lambda p: self.encode(p).ids, self._seed)
         return len(ids)
 
-    def encode(self, p: Prompt) -> list[int]:
+    def encode(self, p: Prompt) -> Encoded:
+        """The prompt's ids (processor-expanded for images) and pixel inputs, computed once per prompt."""
         if p.id not in self._encoded:
-            self._encoded[p.id] = encode_prompt(self.tokenizer, p.text, self.cfg.model.chat_template,
-                                                messages=p.messages)
+            self._encoded[p.id] = encode_prompt_mm(self.tokenizer, self.processor, p, self.cfg.model.chat_template)
         return self._encoded[p.id]
+
+    def pixels(self, prompt_id: str):
+        """The pixel inputs of a prompt's trajectories (None for a text prompt): the same tensors go
+        to the engine with every segment and to the trainer's forward, so their log-probs agree."""
+        return self.encode(self.prompts[prompt_id]).mm
 
     def rollout(self) -> tuple[Counter, int]:
         """One segment per unfinished trajectory from the current policy pi_i: (stop reasons, tokens).
@@ -109,6 +115,8 @@ class Trainer:
         """
         r = self.cfg.rollout
         trajs, reqs = self.buffer.requests()
+        for t, req in zip(trajs, reqs):
+            req.mm = self.pixels(t.prompt_id)
         results = self.engine.generate(reqs, SamplingParams(r.temperature, r.top_p, r.repeat_max_period,
                                                             r.repeat_window))
         stops = Counter(self.buffer.extend(t, res, self.iteration) for t, res in zip(trajs, results))
@@ -172,7 +180,7 @@ class Trainer:
             start = loss_start(t, self.cfg.partial.loss_segments)
             first = start - len(t.prompt_ids)
             seqs.append(Seq(ids=t.prompt_ids + t.response_ids, loss_start=start, advantage=t.advantage,
-                            ref_logp=t.logprobs[first:], index=i))
+                            ref_logp=t.logprobs[first:], index=i, mm=self.pixels(t.prompt_id)))
             versions[i] = t.versions[first:]
         lr_scale = response_lr_scale(self.cfg, len(trajs))
         seqs = [s for s in seqs if self.in_loss(trajs[s.index])]
@@ -254,6 +262,7 @@ class Trainer:
             })
             for reason, n in Counter(t.score.reason for t in trajs).items():
                 m[f"reward/reason/{reason}"] = n
+            m.update(self.modality_metrics(trajs))
             terms = term_metrics([t.score for t in trajs])  # with rewards.terms: each weighted term's mean
             if terms:  # ... and the length term's, so that the terms add up to reward/mean (less repeat_penalty)
                 w = m["length_penalty/weight"]
@@ -275,6 +284,20 @@ class Trainer:
                 "partial/offpolicy_logp_gap": st.offpolicy_gap,
             })
         m.update(self.sampler.stats())
+        return m
+
+    def modality_metrics(self, trajs: list[Trajectory]) -> dict[str, float]:
+        """Accuracy and length per modality (``text``, ``image``) when a batch mixes them (``data.mix``)."""
+        by: dict[str, list[Trajectory]] = {}
+        for t in trajs:
+            by.setdefault("image" if self.prompts[t.prompt_id].images else "text", []).append(t)
+        if len(by) < 2:
+            return {}
+        m = {}
+        for name, ts in by.items():
+            m[f"train/accuracy/{name}"] = float(np.mean([t.score.correct for t in ts]))
+            m[f"response/len_mean/{name}"] = float(np.mean([t.num_tokens for t in ts]))
+            m[f"train/responses/{name}"] = len(ts)
         return m
 
     def rollout_records(self) -> list[dict]:

@@ -11,28 +11,37 @@ from tqdm.auto import tqdm
 
 from longrl.config import SFTConfig
 from longrl.errors import UserError
-from longrl.models.loading import encode_prompt, end_of_turn_ids
+from longrl.models.loading import end_of_turn_ids
+from longrl.models.vision import encode_prompt_mm
 from longrl.models.precision import autocast_dtype, compute_context
 from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
+from longrl.types import Prompt
 
 
-def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], max_len: int,
-                    chat_template: bool = False, source: str = "data") -> list[Seq]:
+def encode_examples(tokenizer, examples: Sequence[tuple], max_len: int,
+                    chat_template: bool = False, source: str = "data", processor=None) -> list[Seq]:
     """(prompt, response) pairs -> sequences ``prompt + response + end`` with the loss on the response.
 
-    The prompt is encoded as rollouts encode it (:func:`encode_prompt`: the chat template, or the
-    tokenizer's BOS); the response without special tokens, then the end-of-turn token generation
-    stops at (:func:`end_of_turn_ids`: the template's, e.g. ``<|im_end|>``, else EOS).
+    The prompt is encoded as rollouts encode it (:func:`encode_prompt_mm`: the chat template, or the
+    tokenizer's BOS; an example ``(prompt, response, images)`` gets the processor-expanded image
+    tokens and its pixel inputs, ``Seq.mm``); the response without special tokens, then the
+    end-of-turn token generation stops at (:func:`end_of_turn_ids`: the template's, e.g.
+    ``<|im_end|>``, else EOS). ``processor`` is a vision-language model's, needed for images.
     """
     out = []
     end = end_of_turn_ids(tokenizer, chat_template)
-    for i, (prompt, response) in enumerate(examples):
-        p = encode_prompt(tokenizer, prompt, chat_template)
+    for i, (prompt, response, *images) in enumerate(examples):
+        text, messages = (prompt, None) if isinstance(prompt, str) else ("", list(prompt))
+        enc = encode_prompt_mm(tokenizer, processor, Prompt(id=f"{source}: example {i + 1}", text=text, reference=None,
+                                                            task="", messages=messages,
+                                                            images=(images[0] if images else None) or None),
+                               chat_template)
+        p = enc.ids
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + end
         if len(p) + len(r) > max_len:
             raise UserError(f"{source}: example {i + 1} is {len(p) + len(r)} tokens, longer than the "
                             f"model's context of {max_len}")
-        out.append(Seq(ids=p + r, loss_start=len(p), index=i))
+        out.append(Seq(ids=p + r, loss_start=len(p), index=i, mm=enc.mm))
     return out
 
 

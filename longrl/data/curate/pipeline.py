@@ -35,7 +35,6 @@ from longrl.errors import UserError
 from longrl.types import Prompt
 
 STATE_DIR = ".curate_state"
-BUILTIN = "countdown"  # --in countdown: training prompts of the built-in task
 
 
 @dataclass
@@ -170,10 +169,11 @@ def rule_stages(prompts: list[Prompt], cfg: CurateConfig, extra_refs: dict[str, 
 
 
 def benchmark_prompts(names: list[str] | None) -> dict[str, list[Prompt]]:
-    """The shipped benchmarks' prompts (all but the built-in task's when ``names`` is None)."""
+    """The shipped benchmarks' prompts (all but the built-in tasks' when ``names`` is None)."""
     from longrl.eval.benchmarks import benchmark_names, load_benchmark
+    from longrl.tasks.registry import task_names
 
-    names = [n for n in benchmark_names() if n != BUILTIN] if names is None else names
+    names = [n for n in benchmark_names() if n not in task_names()] if names is None else names
     return {n: load_benchmark(n) for n in names}
 
 

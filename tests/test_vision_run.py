@@ -1,0 +1,99 @@
+"""Image prompts through the whole run: the tiny VLM's warm-up, joint text + image RL, eval per
+modality, checkpoints with their processor, resume, and the refusals that come before anything is written."""
+
+import json
+
+import pytest
+
+from longrl.config import load_config
+from longrl.errors import UserError
+from longrl.tasks import countdown, render, scenes
+from longrl.train.loop import content_key, read_prompts
+from test_cli import SMALL, longrl
+
+VISION = [*SMALL, "model.vision=true", "model.tiny_vision.vision_hidden_size=32",
+          "model.tiny_vision.vision_intermediate_size=64", "model.tiny_vision.vision_layers=1",
+          "rollout.max_length=16", "data.heldout_per_level=1", "sampling.pool_size=20", "sft.examples=24"]
+MIX = "data.mix={countdown: 0.5, countdown_image: 0.5}"
+
+
+def _sets(extra=()):
+    return [x for s in [*VISION, *extra] for x in ("--set", s)]
+
+
+def test_joint_text_and_image_run_reports_each_modality_saves_the_processor_and_resumes(tmp_path):
+    out = str(tmp_path / "runs")
+    r = longrl("train", *_sets([MIX, "rl.iterations=1", "rl.lr_final=null"]), "--out", out, "--name", "v",
+               "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "v"
+    ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert {"eval/modality/image/pass1", "eval/modality/text/pass1", "eval/task/countdown_image/pass1",
+            "eval/task/countdown/pass1"} <= set(ev[-1])
+    assert ev[-1]["eval/modality/image/prompts"] == ev[-1]["eval/modality/text/prompts"] == 3
+    ckpt = run / "checkpoints" / "iter_1"
+    assert (ckpt / "processor_config.json").is_file()
+    from longrl.models.loading import load_model
+    from longrl.models.vision import load_processor
+
+    model, _ = load_model(ckpt)
+    assert type(model).__name__ == "LlavaForConditionalGeneration" and load_processor(ckpt) is not None
+    res = longrl("train", "--resume", str(run), "--set", "rl.iterations=2", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    iters = [json.loads(x)["iter"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2]
+
+
+def test_image_prompts_on_a_text_model_are_refused_before_anything_is_written(tmp_path):
+    sets = [x for s in [*SMALL, "data.task=countdown_image"] for x in ("--set", s)]
+    r = longrl("train", *sets, "--out", str(tmp_path / "runs"), "--name", "t", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "countdown_image" in r.stderr and "text-only" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_mix_pools_each_source_in_its_share_and_holds_every_task_out():
+    cfg = load_config(None, [MIX.replace("0.5, countdown_image: 0.5", "1, scenes: 3"), "sampling.pool_size=400",
+                             "data.heldout_per_level=5"])
+    pool, held, _ = read_prompts(cfg)
+    assert sum(p.task == "countdown" for p in pool) == 100 and sum(p.task == "scenes" for p in pool) == 300
+    assert sorted({p.task for p in held}) == ["countdown", "scenes"] and len(held) == 30
+    assert not {content_key(p) for p in pool} & {content_key(p) for p in held}
+
+
+@pytest.mark.parametrize("task", [countdown, render, scenes])
+def test_a_smaller_held_out_set_is_part_of_what_training_skips(task):
+    full = {content_key(p) for p in task.heldout_prompts()}
+    small = task.heldout_prompts(20)
+    assert len(small) == 60 and {content_key(p) for p in small} <= full
+    stream = task.train_prompts(0, task.LEVELS)
+    assert not {content_key(next(stream)) for _ in range(3000)} & full
+
+
+@pytest.mark.parametrize("sets, message", [
+    ([MIX, "data.task=scenes"], "leave data.task unset"),
+    (["data.mix={countdown: 0}"], "shares must be positive"),
+    (["data.heldout_per_level=151"], "1 to 150"),
+    (["model.vision=true", "model.tiny_vision.patch_size=7"], "not a multiple"),
+])
+def test_bad_vision_and_mix_settings_are_named(sets, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, sets)
+
+
+def test_eval_blank_image_control_and_per_task_table(tmp_path):
+    from longrl.models.tiny import TinyModelConfig, TinyVLMConfig
+    from longrl.models.vision import build_tiny_vlm
+
+    model = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64),
+                           TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                           [ex[0] + ex[1] for ex in render.sft_examples(0, 100)])
+    args = ["eval", "--model", str(model), "--bench", "countdown_image", "--limit", "3", "--n", "1",
+            "--max-tokens", "8", "--no-greedy"]
+    r = longrl(*args, "--blank-images", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((model / "eval-countdown_image-blank" / "eval_summary.json").read_text())
+    assert summary["prompts"] == 3 and summary["benchmark"] == "countdown_image-blank"
+    text = longrl("eval", "--model", str(model), "--bench", "countdown", "--limit", "1", "--blank-images",
+                  cwd=tmp_path)
+    assert text.returncode == 2 and "carry no images" in text.stderr
