@@ -95,6 +95,9 @@ class GenRequest:
     # [n_img, 3, H, W]; Qwen2-VL: ``pixel_values`` [sum_patches, D] and ``image_grid_thw``
     # [n_img, 3]); a batch combines rows with ``torch.cat`` along dim 0 in row order. None: text only.
     mm: dict[str, torch.Tensor] | None = None
+    # The prompt's encoded image files (``Prompt.images``), set with ``mm``: the ``vllm`` engine sends
+    # them (it makes its own pixel inputs); the ``hf`` engine ignores them.
+    images: list[bytes] | None = None
 
 
 @dataclass

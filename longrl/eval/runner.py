@@ -56,8 +56,8 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
     from longrl.models.vision import encode_prompt_mm
 
     encoded = [encode_prompt_mm(tokenizer, processor, p, chat_template) for p in prompts]
-    reqs = [GenRequest(e.ids, max_new_tokens, seed=_eval_seed(seed, i, j), mm=e.mm)
-            for i, e in enumerate(encoded) for j in range(n)]
+    reqs = [GenRequest(e.ids, max_new_tokens, seed=_eval_seed(seed, i, j), mm=e.mm, images=p.images)
+            for i, (p, e) in enumerate(zip(prompts, encoded)) for j in range(n)]
     results = engine.generate(reqs, SamplingParams(temperature=temperature))
     texts = tokenizer.batch_decode([r.token_ids for r in results], skip_special_tokens=True)
     flat_prompts = [p for p in prompts for _ in range(n)]
@@ -73,7 +73,8 @@ def evaluate(engine, tokenizer, prompts: Sequence[Prompt], router: ScoreRouter, 
         reasons[s.reason] += 1
     greedy_acc, greedy_rows = None, []
     if greedy:
-        g = engine.generate([GenRequest(e.ids, max_new_tokens, mm=e.mm) for e in encoded],
+        g = engine.generate([GenRequest(e.ids, max_new_tokens, mm=e.mm, images=p.images)
+                             for p, e in zip(prompts, encoded)],
                             SamplingParams(temperature=0))
         g_texts = tokenizer.batch_decode([r.token_ids for r in g], skip_special_tokens=True)
         g_scores = router(list(prompts), g_texts)

@@ -11,8 +11,8 @@ them (LLaVA: patches of the resized image; Qwen-VL: ``grid_t * grid_h * grid_w /
 wrapped in ``<|vision_start|>``/``<|vision_end|>`` as its chat template writes an image), and the
 text is then encoded exactly as a text prompt is (:func:`~longrl.models.loading.encode_prompt`).
 Those expanded ids are what the ``hf`` engine and the training forward take; vLLM expands the
-image tokens itself and gets :func:`vllm_prompt` (one placeholder per image, plus the images)
-instead. Mixing the two gives garbage rollouts (TRL #6294).
+image tokens itself, so its engine collapses each run back to one placeholder and sends the
+images (``longrl.rollout.vllm.collapse_image_runs``). Mixing the two gives garbage rollouts (TRL #6294).
 
 The built-in tiny VLM (:func:`build_tiny_vlm`) is a LLaVA: a small CLIP vision tower, a projector
 and the built-in Llama (:mod:`longrl.models.tiny`), saved with its processor.
@@ -25,7 +25,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -178,21 +177,6 @@ def encode_prompt_mm(tokenizer, processor, prompt: Prompt, chat_template: bool =
 def prompt_length(tokenizer, processor, prompt: Prompt, chat_template: bool = False) -> int:
     """Tokens the prompt takes in the model's context, image tokens expanded (to refuse long prompts)."""
     return len(encode_prompt_mm(tokenizer, processor, prompt, chat_template).ids)
-
-
-def vllm_prompt(tokenizer, processor, prompt: Prompt, chat_template: bool = False) -> dict[str, Any]:
-    """``prompt`` as vLLM takes it: ``{"prompt_token_ids", "multi_modal_data": {"image": [PIL...]}}``,
-    one (unexpanded) image placeholder per image, since vLLM expands them itself; a text prompt
-    is ``{"prompt_token_ids"}`` alone."""
-    text, messages, images = _checked(tokenizer, processor, prompt)
-    if not images:
-        return {"prompt_token_ids": encode_prompt(tokenizer, text, chat_template, messages=messages)}
-    try:
-        pils = [decode_image(b) for b in images]
-    except ValueError as e:
-        raise UserError(f"prompt {prompt.id}: {e}") from None
-    ids = _render(tokenizer, processor, prompt, chat_template, text, messages, [1] * len(images))
-    return {"prompt_token_ids": ids, "multi_modal_data": {"image": pils}}
 
 
 # ----------------------------------------------------------------------------- built-in tiny VLM

