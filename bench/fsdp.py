@@ -14,6 +14,9 @@
    mini-batch, log pi_i given) of the same model, replicated vs FSDP at 2 ranks (the faster of two).
 4. **Weight sync.** ``TrainerGroup.sync_to`` into one hf rollout worker and the driver's copy:
    today's full-state sync from rank 0 against the layer-by-layer gather from the shards.
+5. **Checkpoint write.** The FSDP ranks' sharded checkpoint (``TrainerGroup.save_shards``: DCP, one
+   file per rank, fsynced) against the Hugging Face export the driver writes from its copy
+   (``save_model``), both into a fresh folder (the faster of two); a sharded run's checkpoint writes both.
 
 All ranks share this machine's cores (``--cpus-per-worker`` each), so times show overheads, not
 speed-ups.
@@ -59,11 +62,21 @@ def batch(n: int, tokens: int, vocab: int):
     return seqs, {s.index: [0] * (len(s.ids) - s.loss_start) for s in seqs}
 
 
-def group_figures(model_dir: Path, ranks: int, sharding: str, cpus: float, seqs, versions) -> dict:
-    """Per-rank state and memory, update time and weight-sync time of one trainer group."""
+def write_seconds(write, folder: Path) -> float:
+    """The faster of two ``write(folder)`` calls, each into a fresh folder."""
+    times = []
+    for i in range(2):
+        t0 = time.perf_counter()
+        write(folder / str(i))
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def group_figures(model_dir: Path, ranks: int, sharding: str, cpus: float, seqs, versions, scratch: Path) -> dict:
+    """Per-rank state and memory, update time, weight-sync time and checkpoint-write time of one trainer group."""
     from longrl.config import load_config
     from longrl.distributed.ray_cluster import RayCluster
-    from longrl.models.loading import load_model
+    from longrl.models.loading import load_model, save_model
 
     cfg = load_config(None, ["threads=1", "rl.mini_batches=1", "rl.micro_batch_tokens=2048",
                              "cluster.backend=ray", f"cluster.trainer_workers={ranks}", "cluster.rollout_workers=1",
@@ -79,17 +92,22 @@ def group_figures(model_dir: Path, ranks: int, sharding: str, cpus: float, seqs,
             t0 = time.perf_counter()
             group.update(seqs, versions, 0, False)
             update.append(time.perf_counter() - t0)
-        driver, _ = load_model(model_dir)
+        driver, tok = load_model(model_dir)
         sync = []
         for _ in range(2):
             t0 = time.perf_counter()
             group.sync_to(rollout, driver)
             sync.append(time.perf_counter() - t0)
+        writes = {}
+        if group.sharded:
+            writes = {"shards_s": write_seconds(group.save_shards, scratch / "sharded"),
+                      "export_s": write_seconds(lambda d: save_model(driver, tok, d), scratch / "hf")}
     finally:
         cluster.close()
     worst = max(foot, key=lambda f: f["params"] + f["grads"] + f["optimizer"])
     return {"state": worst["params"] + worst["grads"] + worst["optimizer"], **worst,
-            "params_n": sum(p.numel() for p in driver.parameters()), "update_s": min(update), "sync_s": min(sync)}
+            "params_n": sum(p.numel() for p in driver.parameters()), "update_s": min(update), "sync_s": min(sync),
+            **writes}
 
 
 def main() -> None:
@@ -120,7 +138,8 @@ def main() -> None:
         seqs, versions = batch(args.seqs, args.tokens, json.loads((big / "config.json").read_text())["vocab_size"])
         rows = [("1 rank", 1, "replicate"), (f"{args.ranks} ranks replicate", args.ranks, "replicate"),
                 (f"{args.ranks} ranks fsdp", args.ranks, "fsdp")]
-        figs = {name: group_figures(big, n, mode, args.cpus_per_worker, seqs, versions) for name, n, mode in rows}
+        figs = {name: group_figures(big, n, mode, args.cpus_per_worker, seqs, versions, Path(tmp))
+                for name, n, mode in rows}
     one = figs["1 rank"]
     print(f"\nmodel: hidden {args.hidden}, {args.layers} layers, {one['params_n'] / 1e6:.1f}M parameters; "
           f"update batch {args.seqs} x {args.tokens} tokens")
@@ -131,6 +150,9 @@ def main() -> None:
         print(f"| {name} | {f['params'] / MB:.0f} | {f['grads'] / MB:.0f} | {f['optimizer'] / MB:.0f} | "
               f"{f['state'] / MB:.0f} | {f['state'] / one['state']:.2f}x | {f['rss'] / MB:.0f} | "
               f"{f['peak_rss'] / MB:.0f} | {f['update_s']:.2f} | {f['sync_s']:.2f} |")
+    fsdp = figs[f"{args.ranks} ranks fsdp"]
+    print(f"\ncheckpoint of {one['params_n'] * 4 / MB:.0f} MiB of fp32 weights: sharded ({args.ranks} ranks, DCP) "
+          f"{fsdp['shards_s']:.2f} s, Hugging Face export (driver) {fsdp['export_s']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,42 @@ def test_mixed_precision_on_a_cpu_without_bf16_is_refused(monkeypatch):
     load_config(None, [*sets, "cluster.gpus_per_worker=1"])  # GPU workers: accepted
     monkeypatch.setattr(config, "_cpu_has_bf16", lambda: True)
     load_config(None, sets)
+
+
+def test_sharded_checkpoint_round_trip_and_reshards_to_one_process(sharded, tiny_model_dir, tmp_path):
+    """Each rank writes its shard (DCP); the files load back into the 2 ranks after their weights moved,
+    and into one plain, unsharded model in this process (2 ranks -> 1), both equal to the saved weights."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from longrl.distributed.fsdp import gather_unit, load_shards
+    from longrl.models.loading import load_model
+
+    _, group, _ = sharded
+
+    def gathered():
+        refs = [a.__ray_call__.remote(lambda w: gather_unit(w.model, [n for u in w.units for n in u], keep=True))
+                for a in group.actors]
+        return group.get(refs)[0]
+
+    def bump(w):
+        assert isinstance(w.model, FSDPModule)
+        with torch.no_grad():
+            for p in w.model.parameters():
+                p.add_(1.0)
+
+    saved = gathered()
+    group.save_shards(tmp_path / "sharded")
+    assert sorted(f.name for f in (tmp_path / "sharded").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    group.get([a.__ray_call__.remote(bump) for a in group.actors])
+    moved = gathered()
+    assert all(torch.allclose(moved[k], v + 1.0) for k, v in saved.items())
+    folder = str(tmp_path / "sharded")
+    group.get([a.__ray_call__.remote(lambda w: load_shards(w.model, folder)) for a in group.actors])
+    back = gathered()
+    one, _ = load_model(tiny_model_dir)
+    load_shards(one, tmp_path / "sharded")
+    single = dict(one.named_parameters())
+    assert set(back) == set(saved) == set(single)
+    for k, v in saved.items():
+        assert torch.equal(back[k], v), k
+        assert torch.equal(single[k].detach(), v), k

@@ -23,14 +23,18 @@ The update is the single-process one, through the same :func:`longrl.train.updat
   ``token_logprobs`` calls the base model and the head separately, not ``model.forward``.
 
 The gradient norm is clipped with ``torch.nn.utils.clip_grad_norm_`` on the DTensor gradients, which
-returns the global norm. A state dict for checkpoints is
-``torch.distributed.checkpoint.state_dict.get_model_state_dict(worker.model)`` and
-``get_optimizer_state_dict`` — the model is the sharded module itself, no wrapper around it.
+returns the global norm.
+
+Checkpoints: :func:`save_shards` has every rank write its own shard of the weights with
+``torch.distributed.checkpoint`` (DCP) into ``iter_N/sharded/`` (``longrl.train.checkpoint``), and
+:func:`load_shards` reads them back into a freshly sharded model of any rank count: DCP reshards on
+load, so a 2-rank checkpoint resumes into 1 rank or 4.
 """
 
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import torch
 
@@ -104,6 +108,32 @@ def gather_unit(model, names: list[str], keep: bool) -> dict[str, torch.Tensor]:
             out[n] = full.cpu()
         del full
     return out
+
+
+def save_shards(model, folder: Path) -> None:
+    """This rank's shard of ``model``'s weights into ``folder`` (DCP: one ``__RANK_0.distcp`` file per
+    rank, and ``.metadata`` from rank 0, each fsynced). A collective: every rank calls it with the same
+    folder, which must be one folder for all of them (on several nodes, a shared filesystem).
+
+    The weights only: the k1.5 update makes a fresh optimizer at the start of every iteration
+    (:func:`longrl.train.update.fresh_optimizer`), so there is no optimizer state to keep.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    dcp.save(get_model_state_dict(model), checkpoint_id=str(folder))
+
+
+def load_shards(model, folder: Path) -> None:
+    """Load the weights :func:`save_shards` wrote, by any number of ranks, into ``model``'s own shards
+    (a collective, as the save). Also loads them into a plain, unsharded module in a process without
+    torch.distributed (DCP then assembles the full tensors)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = get_model_state_dict(model)
+    dcp.load(state, checkpoint_id=str(folder))
+    set_model_state_dict(model, state)
 
 
 class ShardedDataParallel(DataParallel):

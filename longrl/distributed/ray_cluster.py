@@ -18,14 +18,20 @@ copy, used for checkpoints, is refreshed from the same object. Sharded, the same
 decoder layer at a time: the ranks gather the layer, rank 0 passes it on, and it is freed. A worker that dies or raises stops
 the run with one message naming the worker, its node and the error; checkpoints are written
 atomically, so the last one stays intact.
+
+Sharded, each checkpoint also holds the ranks' own shards (:meth:`TrainerGroup.save_shards`, written by
+every rank into the checkpoint's folder: on several nodes the run directory must be on a shared
+filesystem), and a group started from a checkpoint that has them loads its weights from them, whatever
+the number of ranks that wrote them (``longrl.train.checkpoint``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from datetime import timedelta
 from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
 
 import torch
 
@@ -78,7 +84,9 @@ class TrainerWorker:
             port = s.getsockname()[1]
         return f"{_node()}:{port}"
 
-    def setup(self, address: str) -> int:
+    def setup(self, address: str, shards: str | None = None) -> int:
+        """Join the process group, load the policy and (fsdp) shard it, then load ``shards`` (a
+        checkpoint's ``sharded`` folder, written by any number of ranks) into it when given."""
         import torch.distributed as dist
 
         from longrl.models.loading import load_model
@@ -95,9 +103,11 @@ class TrainerWorker:
         if self.cfg.rl.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         if self.cfg.cluster.sharding == "fsdp":
-            from longrl.distributed.fsdp import ShardedDataParallel, shard_model, sync_units
+            from longrl.distributed.fsdp import ShardedDataParallel, load_shards, shard_model, sync_units
 
             shard_model(self.model, self.cfg.cluster)
+            if shards is not None:
+                load_shards(self.model, shards)
             self.dp = ShardedDataParallel(dist.group.WORLD)
             self.units = sync_units(self.model)
         else:
@@ -134,6 +144,12 @@ class TrainerWorker:
             return gather_unit(self.model, self.units[unit], keep=self.rank == 0)
         params = dict(self.model.named_parameters())
         return {n: params[n].detach().cpu() for n in self.units[unit]}
+
+    def save_shards(self, folder: str) -> None:
+        """This rank's shard of the weights into ``folder`` (a collective: :func:`longrl.distributed.fsdp.save_shards`)."""
+        from longrl.distributed.fsdp import save_shards
+
+        save_shards(self.model, folder)
 
     def footprint(self, seqs) -> dict[str, int]:
         """This rank's training-state bytes after one mini-batch's gradient and a fresh optimizer's step
@@ -298,6 +314,12 @@ class TrainerGroup(_Group):
     units = 1  # weight-sync units, set by RayCluster.trainer_group: 1 replicated, layers + 1 sharded
     sharded = False
 
+    def save_shards(self, folder: Path) -> None:
+        """Every rank's shard of the weights into ``folder`` (sharded groups only; called by
+        ``longrl.train.checkpoint.save_checkpoint`` with its temporary folder's ``sharded``)."""
+        ref = str(Path(folder).resolve())  # the workers' working directory need not be the driver's
+        self.get([a.save_shards.remote(ref) for a in self.actors])
+
     def sync_to(self, engine, model) -> None:
         """The trainer's weights into the rollout engine(s) and into the driver's copy of the policy.
 
@@ -422,13 +444,19 @@ class RayCluster:
         return group
 
     def trainer_group(self, model_dir) -> TrainerGroup:
+        """The trainer ranks on the policy in ``model_dir``; sharded, a checkpoint's own shards
+        (``iter_N/sharded``) are loaded over its Hugging Face weights (the same values, to the bit)."""
+        from longrl.train.checkpoint import sharded_weights
+
         c = self.cfg.cluster
         n = c.trainer_workers
         actors = self._actors(TrainerWorker, n, True,
                                  lambda i: (self.cfg, str(model_dir), i, n, c.cpus_per_worker))
         group = self._group(TrainerGroup, "trainer", actors)
         address = group.get([actors[0].rendezvous.remote()])[0]
-        group.units = group.get([a.setup.remote(address) for a in actors])[0]
+        shards = sharded_weights(Path(model_dir)) if c.sharding == "fsdp" else None
+        shards = None if shards is None else str(shards.resolve())
+        group.units = group.get([a.setup.remote(address, shards) for a in actors])[0]
         group.sharded = c.sharding == "fsdp"
         return group
 

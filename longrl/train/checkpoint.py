@@ -1,5 +1,13 @@
 """Atomic checkpoints: Hugging Face model files + trainer state, with a ``latest`` pointer.
 
+``checkpoints/iter_N`` is a Hugging Face model folder (config.json, model.safetensors, tokenizer:
+``from_pretrained`` loads it) with ``trainer_state.json`` beside it. A sharded trainer group
+(``cluster.sharding=fsdp``) also writes its ranks' shards of the weights into ``iter_N/sharded/``
+(``torch.distributed.checkpoint``: :func:`longrl.distributed.fsdp.save_shards`); a sharded run resumes
+from them into any number of ranks, and every other run (replicate, local) from the Hugging Face
+files. Both hold the same weights: the export is written from the driver's copy of the policy, which
+the weight sync after every update sets to the trainer's gathered weights.
+
 A checkpoint is written to a temporary folder, renamed into place with ``os.replace``, and only
 then is the ``latest`` pointer replaced (also via a temporary file). A kill at any instant leaves
 either the previous checkpoint or the new one as ``latest``, never a broken one. The optimizer is
@@ -12,6 +20,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,7 @@ from longrl.errors import UserError
 
 STATE = "trainer_state.json"
 LATEST = "latest"
+SHARDED = "sharded"  # iter_N/sharded: the trainer ranks' DCP shards (cluster.sharding=fsdp)
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,20 +79,30 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, iteration: int, model, tokenizer, state: dict[str, Any],
-                    keep: int, extra: dict[str, Any] | None = None, processor=None) -> Path:
+                    keep: int, extra: dict[str, Any] | None = None, processor=None,
+                    shards: Callable[[Path], None] | None = None) -> Path:
     """Write ``ckpt_root/iter_N`` atomically, point ``latest`` at it, prune to ``keep``; a
-    vision-language model's ``processor`` goes with it."""
+    vision-language model's ``processor`` goes with it. ``shards`` (a sharded trainer group's
+    ``save_shards``) writes the ranks' shards into the folder it is given, ``iter_N/sharded``."""
     from longrl.models.loading import save_model
 
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"iter_{iteration}"
     tmp = ckpt_root / f".tmp-iter_{iteration}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp, extra=extra, processor=processor)
-    (tmp / STATE).write_text(json.dumps(state))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        if shards is not None:
+            shards(tmp / SHARDED)
+        save_model(model, tokenizer, tmp, extra=extra, processor=processor)
+        (tmp / STATE).write_text(json.dumps(state))
+        for folder, _, files in os.walk(tmp):  # the shards' files and folder too
+            for f in files:
+                with open(Path(folder) / f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            _fsync_dir(Path(folder))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a rank died mid-write: the previous checkpoint stays latest
+        raise
     if final.exists():  # re-saving the same iteration (e.g. after a resume): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -109,6 +129,13 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     if not (path / STATE).is_file():
         raise UserError(f"{pointer} points to {path}, which is not a complete checkpoint")
     return path
+
+
+def sharded_weights(ckpt: Path) -> Path | None:
+    """``ckpt``'s folder of trainer shards, or None when it has none (a replicated or local run's
+    checkpoint, or a plain model folder)."""
+    folder = Path(ckpt) / SHARDED
+    return folder if (folder / ".metadata").is_file() else None
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

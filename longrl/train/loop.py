@@ -346,6 +346,8 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
             if progress and summary["initial"]:
                 print(_fmt_eval("start", summary["initial"]))
         total = cfg.rl.iterations
+        # a sharded trainer group's ranks write their shards into each checkpoint (resumable into any rank count)
+        shards = workers.learner.save_shards if getattr(workers.learner, "sharded", False) else None
         bar = tqdm(total=total, initial=trainer.iteration, desc="rl", unit="it", disable=not progress,
                    dynamic_ncols=True)
         last_eval = summary.get("final") or summary.get("initial") or {}
@@ -371,7 +373,7 @@ def train(cfg: RunConfig, resume_dir: Path | None = None, progress: bool = True)
                 state = {"trainer": trainer.state_dict(), "rng": ckpt.rng_state(), "summary": summary}
                 ckpt.save_checkpoint(run_dir / "checkpoints", it, model, tok, state, cfg.checkpoint.keep,
                                      extra={"stage": "rl", "iteration": it, "warm": str(start_dir)},
-                                     processor=processor)
+                                     processor=processor, shards=shards)
         bar.close()
     finally:
         logger.close()

@@ -7,9 +7,15 @@ from pathlib import Path
 from longrl.config import RunConfig, build, merge, parse_overrides, read_yaml
 from longrl.errors import UserError
 
-# Fields a resumed run may change: they do not alter what the run computes.
+# Fields a resumed run may change: they do not alter what the run computes. The cluster's shape among
+# them: a sharded (fsdp) checkpoint resumes from its shards into any number of trainer ranks, and
+# from its Hugging Face files into a replicated group or the local backend; the update is the same to
+# float rounding (tests/test_ray.py, tests/test_fsdp.py). cluster.mixed_precision stays: it changes the
+# compute precision.
 _FREE = ("rl.iterations", "checkpoint.", "loggers", "threads", "eval.every", "rollout.max_batch",
-         "rl.micro_batch_tokens")
+         "rl.micro_batch_tokens", "cluster.backend", "cluster.address", "cluster.trainer_workers",
+         "cluster.rollout_workers", "cluster.reward_workers", "cluster.cpus_per_worker",
+         "cluster.gpus_per_worker", "cluster.num_cpus", "cluster.sharding", "cluster.reshard_after_forward")
 
 
 def resume_config(run_dir: Path, config: str | None, overrides: list[str]) -> RunConfig:
