@@ -32,7 +32,7 @@ from longrl.types import Prompt
 TASK = "countdown_image"
 # Bumped whenever the drawing, the prompt text or the traces change (warm checkpoints key on it);
 # countdown's own version is part of it because the problems are countdown's.
-GENERATOR_VERSION = f"{TASK}-1+countdown-{countdown.GENERATOR_VERSION}"
+GENERATOR_VERSION = f"{TASK}-2+countdown-{countdown.GENERATOR_VERSION}"
 LEVELS = countdown.LEVELS
 IMAGE_SIZE = 96  # pixels per side: the built-in tiny VLM's TinyVLMConfig.image_size
 BACKGROUND = (255, 255, 255)  # every built-in visual task draws on white
@@ -68,9 +68,9 @@ def png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def centered_text(draw: ImageDraw.ImageDraw, text: str, cx: float, cy: float, size: int) -> None:
-    """Draw ``text`` with its ink box centred on (cx, cy)."""
-    draw.text((cx, cy), text, fill=INK, font=font(size), anchor="mm")
+def centered_text(draw: ImageDraw.ImageDraw, text: str, cx: float, cy: float, size: int, bold: bool = False) -> None:
+    """Draw ``text`` with its ink box centred on (cx, cy); ``bold`` adds a one-pixel stroke."""
+    draw.text((cx, cy), text, fill=INK, font=font(size), anchor="mm", stroke_width=int(bold), stroke_fill=INK)
 
 
 def blank_images(prompts: Sequence[Prompt]) -> list[Prompt]:
@@ -99,13 +99,16 @@ def blank_images(prompts: Sequence[Prompt]) -> list[Prompt]:
 def draw_countdown(numbers: Sequence[int], target: int) -> bytes:
     """The three numbers in a row above a rule, the target below it, as 96×96 PNG bytes.
 
-    Digits are about 19 px tall (font size 26): legible at this size.
+    Bold digits about 22 px tall (font size 30, one-pixel stroke), each number centred in its own
+    32-pixel column, so a number falls on the same 16-pixel patches whatever it is: the tiny VLM
+    learned to read these more than twice as fast as thin digits placed freely (0.44 against 0.17
+    of held-out digits after 800 steps of 32 transcriptions).
     """
     img, draw = canvas()
     for i, n in enumerate(numbers):
-        centered_text(draw, str(n), 20 + 28 * i, 26, 26)
-    draw.line([(8, 48), (IMAGE_SIZE - 8, 48)], fill=INK, width=2)
-    centered_text(draw, str(target), IMAGE_SIZE / 2, 72, 30)
+        centered_text(draw, str(n), 16 + 32 * i, 18, 30, bold=True)
+    draw.line([(8, 40), (IMAGE_SIZE - 8, 40)], fill=INK, width=2)
+    centered_text(draw, str(target), IMAGE_SIZE / 2, 66, 34, bold=True)
     return png(img)
 
 
