@@ -97,3 +97,12 @@ def test_eval_blank_image_control_and_per_task_table(tmp_path):
     text = longrl("eval", "--model", str(model), "--bench", "countdown", "--limit", "1", "--blank-images",
                   cwd=tmp_path)
     assert text.returncode == 2 and "carry no images" in text.stderr
+
+
+def test_curate_dedup_tells_image_prompts_with_the_same_text_apart():
+    from longrl.data.curate.dedup import deduplicate
+
+    prompts = render.heldout_prompts(2)  # six prompts, one text, six images
+    res = deduplicate(prompts + prompts[:1])
+    assert [p.id for p in res.kept] == [p.id for p in prompts]
+    assert [d.prompt.id for d in res.dropped] == [prompts[0].id]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -199,3 +200,14 @@ def check_placeholders(n_placeholders: int, n_images: int) -> None:
 def encode_base64(data: bytes) -> str:
     """An image's bytes as the base64 text a JSONL row stores (read back by :func:`image_bytes`)."""
     return base64.b64encode(data).decode("ascii")
+
+
+def images_digest(images: list[bytes] | None) -> str:
+    """One SHA-256 of a prompt's images in order ("" for none): prompts with equal text are the same
+    problem only when this is equal too (every ``countdown_image`` prompt has the same text)."""
+    if not images:
+        return ""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()

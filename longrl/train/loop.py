@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from longrl.config import RunConfig, dump_yaml, to_dict
+from longrl.data.images import images_digest
 from longrl.data.rows import Rejects
 from longrl.data.sources import BUILTIN, SFTExample
 from longrl.errors import UserError
@@ -111,11 +112,8 @@ def _read_source(cfg: RunConfig, name: str) -> tuple[list[Prompt], list[Prompt],
 
 def content_key(p: Prompt) -> str:
     """What makes two prompts the same problem: the text the model reads and its images' bytes."""
-    digest = hashlib.sha256()
-    for image in p.images or []:
-        digest.update(hashlib.sha256(image).digest())
     text = p.text if p.messages is None else json.dumps(p.messages, sort_keys=True)
-    return text + "\0" + digest.hexdigest()
+    return text + "\0" + images_digest(p.images)
 
 
 def check_prompt_lengths(tokenizer, prompts: list[Prompt], cfg: RunConfig, ctx: int, what: str,

@@ -1,7 +1,8 @@
 """Exact and near-duplicate removal for ``longrl curate`` (k1.5 §2.1).
 
 Two rules, in one pass over the prompts in input order; the first occurrence is kept and a drop
-names the id it duplicates (``Drop.match``):
+names the id it duplicates (``Drop.match``). Prompts with images are copies only when their images
+are the same bytes too (text-rendered problems share one text):
 
 * ``exact``: equal :func:`normalize_text` of the question (:func:`.rules.question_of`): lower
   case, LaTeX spacing (``\\,`` ``\\;`` ``\\!`` ``\\quad`` ``~`` ...), sizing (``\\left``,
@@ -30,6 +31,7 @@ import re
 from collections.abc import Sequence
 
 from longrl.data.curate.rules import Drop, StageResult, question_of
+from longrl.data.images import images_digest
 from longrl.types import Prompt
 
 # LaTeX spacing commands and "~" (a non-breaking space); not after a backslash, so "\\," stays.
@@ -95,17 +97,19 @@ def deduplicate(prompts: Sequence[Prompt], threshold: float = 0.85, *, near: boo
         raise ValueError(f"threshold={threshold}: must be in (0, 1]")
     if shingle < 1:
         raise ValueError(f"shingle={shingle}: must be at least 1")
-    keys = [normalize_text(question_of(p)) for p in prompts]
+    # an image prompt's question is its text and its images: equal texts over other images differ
+    keys = [normalize_text(question_of(p)) + images_digest(p.images) for p in prompts]
+    images = [images_digest(p.images) for p in prompts]
     first: dict[str, int] = {}  # normalised text -> position of the kept prompt it resolves to
     kept: list[Prompt] = []
     dropped: list[Drop] = []
     if near:
         from datasketch import MinHash, MinHashLSH
 
-        grams = [shingles(k, shingle) for k in keys]
+        grams = [shingles(normalize_text(question_of(p)), shingle) for p in prompts]
         # One bulk call shares the permutations, which dominate the cost of a MinHash per row.
         hashes = MinHash.bulk([[g.encode() for g in sorted(gs)] for gs in grams], num_perm=num_perm, seed=seed)
-        nums = [numbers_of(k) for k in keys]
+        nums = [numbers_of(normalize_text(question_of(p))) for p in prompts]
         # LSH only proposes candidates (the exact Jaccard decides); it needs a threshold below 1.
         lsh = MinHashLSH(threshold=min(threshold, 0.95), num_perm=num_perm)
     for i, (p, key) in enumerate(zip(prompts, keys)):
@@ -118,7 +122,7 @@ def deduplicate(prompts: Sequence[Prompt], threshold: float = 0.85, *, near: boo
             match = None
             for j in sorted(lsh.query(hashes[i])):
                 sim = len(grams[i] & grams[j]) / len(grams[i] | grams[j])
-                if sim >= threshold and nums[i] == nums[j]:
+                if sim >= threshold and nums[i] == nums[j] and images[i] == images[j]:
                     match = (j, sim)
                     break
             if match is not None:
