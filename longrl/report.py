@@ -42,6 +42,7 @@ class Panel:
     ylabel: str
     keys: tuple[str, ...] = ()
     prefix: str | None = None  # also draw every key starting with this (per-level curves)
+    suffix: str | None = None  # ... and ending with this (eval/task/<name>/pass1)
     heldout: bool = False  # also read eval.jsonl, which alone holds the evaluation before RL (iteration 0)
 
 
@@ -55,6 +56,13 @@ FIGURES: dict[str, tuple[Panel, ...]] = {
     ),
     # with rewards.terms: the task reward, each weighted term and the k1.5 length term (they add up to reward/mean)
     "reward_terms.png": (Panel("Reward terms (weighted)", "reward", prefix="reward/term/"),),
+    # a run on several tasks or modalities (data.mix): each one's held-out and training accuracy and length
+    "modality.png": (
+        Panel("Held-out pass@1 per task", "accuracy", prefix="eval/task/", suffix="/pass1", heldout=True),
+        Panel("Held-out pass@1 per modality", "accuracy", prefix="eval/modality/", suffix="/pass1", heldout=True),
+        Panel("Training accuracy per modality", "accuracy", prefix="train/accuracy/"),
+        Panel("Response length per modality", "tokens", prefix="response/len_mean/"),
+    ),
     "length.png": (
         Panel("Response length", "tokens", ("response/len_mean", "response/len_p90")),
         Panel("Responses at the length cap", "fraction", ("response/clip_frac",)),
@@ -149,7 +157,8 @@ def panel_lines(panel: Panel, records: list[dict[str, Any]],
     evals = [r for r in evals or [] if _number(r.get("iter")) is not None] if panel.heldout else []
     keys = list(panel.keys)
     if panel.prefix:
-        keys += [k for k in _level_keys(records + evals, panel.prefix) if k not in keys]
+        keys += [k for k in _level_keys(records + evals, panel.prefix)
+                 if k not in keys and (panel.suffix is None or k.endswith(panel.suffix))]
     lines = []
     for k in keys:
         points = dict(zip(*series(records, k))) | dict(zip(*series(evals, k)))

@@ -31,6 +31,8 @@ def fake_run(root: Path, *, truncated_tail: bool = True) -> Path:
             "reward/task_mean": 0.1 * it + 0.05,
             "reward/term/task": 0.1 * it + 0.05, "reward/term/format": 0.02, "reward/term/length": -0.07,
             "train/accuracy": 0.1 * it,
+            "train/accuracy/image": 0.05 * it, "train/accuracy/text": 0.1 * it,
+            "response/len_mean/image": 90 + 10 * it, "response/len_mean/text": 110 + 10 * it,
             "response/len_mean": 100 + 10 * it,
             "response/len_p90": 150 + 10 * it,
             "response/clip_frac": 0.01 * it,
@@ -42,7 +44,9 @@ def fake_run(root: Path, *, truncated_tail: bool = True) -> Path:
         }
         if it % 2 == 0:  # evaluation every other iteration: keys missing from odd lines
             rec |= {"eval/pass1": 0.2 + 0.05 * it, "eval/greedy": 0.25 + 0.05 * it,
-                    "eval/pass1/level_1": 0.9, "eval/pass1/level_2": 0.5, "eval/pass1/level_10": 0.01}
+                    "eval/pass1/level_1": 0.9, "eval/pass1/level_2": 0.5, "eval/pass1/level_10": 0.01,
+                    "eval/task/scenes/pass1": 0.3, "eval/task/scenes/len_mean": 40.0,
+                    "eval/modality/image/pass1": 0.3, "eval/modality/image/prompts": 450}
         lines.append(json.dumps(rec))
     lines[2] = json.dumps({"iter": 2, "loss": "nan?", "grad_norm": None, "reward/mean": [1, 2]})  # junk values
     text = "\n".join(lines) + "\n"
@@ -280,3 +284,12 @@ def test_metrics_logger_mirrors_to_fake_backends(tmp_path, monkeypatch):
         ("tb_close",),
         ("wandb_finish",),
     ]
+
+
+def test_per_task_panels_draw_only_the_pass1_curves(tmp_path):
+    records, _ = read_jsonl(fake_run(tmp_path) / "metrics.jsonl")
+    task, modality, train, length = FIGURES["modality.png"]
+    assert [k for k, _, _ in panel_lines(task, records)] == ["eval/task/scenes/pass1"]
+    assert [k for k, _, _ in panel_lines(modality, records)] == ["eval/modality/image/pass1"]
+    assert [k for k, _, _ in panel_lines(train, records)] == ["train/accuracy/image", "train/accuracy/text"]
+    assert [k for k, _, _ in panel_lines(length, records)] == ["response/len_mean/image", "response/len_mean/text"]
