@@ -131,3 +131,52 @@ def test_a_tiny_qwen2_vl_trains_an_iteration_on_image_prompts_and_its_checkpoint
     assert load_processor(ckpt) is not None
     moved = [n for (n, a), (_, b) in zip(trained.named_parameters(), start.named_parameters()) if not torch.equal(a, b)]
     assert any("visual" in n for n in moved) and any("language_model" in n for n in moved)
+
+
+def test_blank_image_control_on_a_trained_model_falls_to_chance(tmp_path):
+    """A tiny VLM warmed up to say which quadrant holds a black square answers from the pixels: right
+    on real images, at chance (1 in 4) on the blank-image control."""
+    import io
+    import random
+
+    from PIL import Image
+
+    from longrl.config import SFTConfig
+    from longrl.eval.runner import evaluate
+    from longrl.models.loading import load_model, stop_token_ids
+    from longrl.models.tiny import TinyModelConfig, TinyVLMConfig
+    from longrl.models.vision import build_tiny_vlm, load_processor
+    from longrl.rewards.compose import build_router
+    from longrl.rollout.hf import HFEngine
+    from longrl.train.sft import encode_examples, run_sft
+    from longrl.types import Prompt
+
+    rng = random.Random(0)
+
+    def example():
+        q = rng.randrange(4)
+        x, y = q % 2 * 48, q // 2 * 48
+        im = Image.new("RGB", (96, 96), (255, 255, 255))
+        im.paste((0, 0, 0), (x + 8, y + 8, x + 40, y + 40))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return "<image>\nWhich quadrant?\n", str(q + 1), [buf.getvalue()]
+
+    train = [example() for _ in range(2000)]
+    path = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=64, vision_intermediate_size=128),
+                          TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
+                          ["Which quadrant? answer 1 2 3 4"] * 50)
+    model, tok = load_model(path)
+    processor = load_processor(path)
+    seqs = encode_examples(tok, [(p, f"answer {a}", im) for p, a, im in train], 512, processor=processor)
+    run_sft(model, tok, seqs, SFTConfig(batch_tokens=1024, lr=2e-3, epochs=2), progress=False)
+    held = [Prompt(f"q{i}", p, {"answer": a}, "scenes", images=im) for i, (p, a, im) in
+            enumerate(example() for _ in range(40))]
+    engine = HFEngine(model, stop_token_ids(tok, model), tok.pad_token_id)
+    router = build_router(None)
+    real = evaluate(engine, tok, held, router, n=1, temperature=1.0, max_new_tokens=8, greedy=True,
+                    processor=processor)
+    blank = evaluate(engine, tok, render.blank_images(held), router, n=1, temperature=1.0, max_new_tokens=4,
+                     greedy=True, processor=processor)
+    assert real.greedy >= 0.9, real.greedy
+    assert blank.greedy <= 0.5, blank.greedy  # one guessed quadrant for every blank image: ~1/4
