@@ -5,8 +5,8 @@ pixel inputs), side by side in one run, alternated, median of the repeats.
 
     python bench/vision.py [--model DIR] [--prompts 64] [--k 4] [--new-tokens 96] [--repeats 3]
 
-Without ``--model`` a tiny VLM is built from the default config (random weights: the throughput
-does not depend on them; generation runs to ``--new-tokens`` since an untrained model rarely stops).
+Without ``--model`` a tiny VLM is built from the default config (random weights: the throughput does
+not depend on them). No token stops a sample, so both sides decode exactly ``--new-tokens`` per sample.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     filler = tok("the numbers", add_special_tokens=False)["input_ids"]
     # the same prompts with each image token replaced by text tokens: the same length, no pixels
     text_ids = [[filler[i % len(filler)] if t == image_token else t for i, t in enumerate(e.ids)] for e in encoded]
-    engine = HFEngine(model, [tok.eos_token_id], tok.pad_token_id)
+    engine = HFEngine(model, [], tok.pad_token_id)  # no stop token: every sample decodes --new-tokens, both sides
     params = SamplingParams(temperature=1.0)
 
     def tower_pass(batch: int) -> float:
