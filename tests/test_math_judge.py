@@ -1,9 +1,6 @@
 """The chain-of-thought judge over a fake rollout engine and a local OpenAI-compatible server."""
 
-import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,6 +15,8 @@ from longrl.rewards.judge import (
 )
 from longrl.rewards.math import MathScorer
 from longrl.types import GenResult, Prompt
+
+from openai_stub import StubOpenAI, serve
 
 # What the fake judges say, keyed by a marker in the graded response.
 REPLIES = {
@@ -165,65 +164,21 @@ def test_math_scorer_with_an_engine_judge():
 # --- an OpenAI-compatible endpoint, served locally ---
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class _Judge(StubOpenAI):
+    model_id = "judge-7b"
 
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path.rstrip("/").endswith("/models"):
-            self._send(
-                200,
-                {
-                    "object": "list",
-                    "data": [{"id": "judge-7b", "object": "model", "created": 0, "owned_by": "t"}],
-                },
-            )
-        else:
-            self._send(404, {"error": {"message": "not found"}})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def reply(self, body):
         prompt = body["messages"][-1]["content"]
-        self.server.seen.append(body)
         if "HTTP500" in prompt.split("Student response", 1)[1]:
-            self._send(500, {"error": {"message": "boom"}})
-            return
-        self._send(
-            200,
-            {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": reply_for(prompt)},
-                    }
-                ],
-            },
-        )
+            raise ValueError("an endpoint failure")
+        return reply_for(prompt)
 
 
 @pytest.fixture
 def server():
     pytest.importorskip("openai", reason="the OpenAI-compatible judge needs `pip install openai`")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.seen = []
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve(_Judge) as served:
+        yield served
 
 
 def test_openai_backend_against_a_local_server(server):

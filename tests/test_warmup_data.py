@@ -9,8 +9,6 @@ import json
 import random
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,6 +24,8 @@ from longrl.data.warmup import (
 )
 from longrl.rewards import ScoreRouter, register_scorer
 from longrl.types import Prompt, Score
+
+from openai_stub import StubOpenAI, serve
 
 INSTRUCTION = "Plan, check each step, reflect."  # short: the fixture model's context is 256 tokens
 
@@ -130,50 +130,21 @@ def _countdown_answer(prompt: str, seed: int) -> str:
     return write_trace(numbers, int(m.group(2)), random.Random(seed), give_up_prob=0, slip_prob=0.2)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class _Teacher(StubOpenAI):
+    model_id = "teacher-7b"
 
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def reply(self, body):
+        return _countdown_answer(body["messages"][-1]["content"], body["seed"])
 
-    def do_GET(self):
-        if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": "teacher-7b", "object": "model", "created": 0,
-                                                         "owned_by": "t"}]})
-        else:
-            self._send(404, {"error": {"message": "not found"}})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.seen.append((body, self.headers.get("Authorization")))
-        try:
-            text = _countdown_answer(body["messages"][-1]["content"], body["seed"])
-        except ValueError:
-            self._send(500, {"error": {"message": "boom"}})
-            return
-        self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text}}],
-                         "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
-                                   "total_tokens": 10 + len(text.split())}})
+    def record(self, body):
+        return body, self.headers.get("Authorization")
 
 
 @pytest.fixture
 def server():
     pytest.importorskip("openai", reason="the endpoint teacher needs `pip install openai`")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.seen = []
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    with serve(_Teacher) as served:
+        yield served
 
 
 def test_endpoint_teacher_on_countdown_keeps_the_shortest_verified(server, tmp_path, monkeypatch):
