@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.model or build_tiny_vlm(tmp, TinyVLMConfig(), TinyModelConfig(),
+        path = args.model or build_tiny_vlm(tmp, TinyVLMConfig(reading_steps=0), TinyModelConfig(),
                                             [e[0] + e[1] for e in render.sft_examples(0, 500)])
         model, tok = load_model(path)
         processor = load_processor(path)

@@ -37,6 +37,9 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype: bfloat16 autocasts over fp32 master weights and optimizer state
     # (longrl/models/precision.py); float32 on CPU (bf16 matmul is slow there); float64 for exact checks
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template (instruct models)
+    # a vision-language model's vision encoder keeps its weights through SFT, RL and DPO (the projector
+    # and language model train), as LLaVA's instruction tuning and EasyR1's freeze_vision_tower do
+    freeze_vision_tower: bool = False
     device: str = "auto"  # auto (a GPU when torch sees one, else CPU), cpu, cuda, cuda:N
 
     def validate(self) -> None:
@@ -52,7 +55,12 @@ class ModelConfig:
         if self.vision and self.path is not None:
             raise UserError("model.vision=true builds the built-in tiny VLM; with model.path the folder's own "
                             "config says whether it is a vision-language model (leave model.vision false)")
+        if self.freeze_vision_tower and self.path is None and not self.vision:
+            raise UserError("model.freeze_vision_tower=true: the built-in tiny model has no vision tower "
+                            "(set model.vision=true, or model.path to a vision-language model)")
         v = self.tiny_vision
+        if self.vision and v.reading_steps < 0:
+            raise UserError(f"model.tiny_vision.reading_steps={v.reading_steps}: choose 0 or more")
         if self.vision and v.image_size % v.patch_size:
             raise UserError(f"model.tiny_vision: image_size={v.image_size} is not a multiple of "
                             f"patch_size={v.patch_size}")

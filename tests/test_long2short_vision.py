@@ -33,7 +33,7 @@ def _build_vlm(out, seed=0):
 
     lm = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=seed)
     corpus = [ex[0] + ex[1] for ex in render.sft_examples(0, 200)]
-    return build_tiny_vlm(out, TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64), lm, corpus)
+    return build_tiny_vlm(out, TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64, reading_steps=0), lm, corpus)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,9 @@ def test_shortest_writes_rows_with_images_and_trains(vlm_dir, tmp_path):
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     rows = [json.loads(x) for x in (out / "shortest.jsonl").read_text().splitlines()]
     assert len(rows) == sum(shortest_correct(s["tokens"], s["correct"]) is not None for s in samples) > 0
+    from longrl.data.images import image_bytes
+
+    assert all([image_bytes(b, None) for b in s["images"]] == images[s["prompt_id"]] for s in samples)
     examples = load_sft_examples(out / "shortest.jsonl")
     assert len(examples) == len(rows)
     for r, (prompt, response, imgs) in zip(rows, examples):  # each row keeps its own prompt's image

@@ -36,7 +36,7 @@ SMALL_LM = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermedia
 
 @pytest.fixture(scope="module")
 def vlm_dir(tmp_path_factory):
-    cfg = TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64)
+    cfg = TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64, reading_steps=0)
     return build_tiny_vlm(tmp_path_factory.mktemp("vlm"), cfg, SMALL_LM, task_corpus(200))
 
 
@@ -134,3 +134,20 @@ def test_qwen_refuses_a_prompt_holding_the_image_token_itself(qwen_dir):
     with pytest.raises(UserError, match=r"prompt raw: 5 image token\(s\) '<\|image_pad\|>' after encoding, but "
                                         r"the processor gives its image\(s\) 4"):
         encode_prompt_mm(tok, load_processor(qwen_dir), p)
+
+
+def test_warm_up_examples_keep_image_bytes_and_give_the_eager_pixel_inputs(vlm_dir):
+    from longrl.models.vision import LazyPixels, concat_mm
+    from longrl.tasks import render
+    from longrl.train.batch import micro_batches
+    from longrl.train.sft import encode_examples
+
+    _, tok = load_model(vlm_dir)
+    proc = load_processor(vlm_dir)
+    examples = render.sft_examples(0, 3)
+    seqs = encode_examples(tok, examples, 512, processor=proc)
+    assert all(isinstance(s.mm, LazyPixels) for s in seqs)
+    eager = [encode_prompt_mm(tok, proc, Prompt(f"e{i}", e.prompt, None, "", images=e.images)).mm
+             for i, e in enumerate(examples)]
+    batch = micro_batches(seqs, 1 << 20, tok.pad_token_id)[0]
+    assert torch.equal(batch.mm["pixel_values"], concat_mm([eager[i] for i in batch.index.tolist()])["pixel_values"])

@@ -13,7 +13,8 @@ from test_cli import SMALL, longrl
 
 VISION = [*SMALL, "model.vision=true", "model.tiny_vision.vision_hidden_size=32",
           "model.tiny_vision.vision_intermediate_size=64", "model.tiny_vision.vision_layers=1",
-          "rollout.max_length=16", "data.heldout_per_level=1", "sampling.pool_size=20", "sft.examples=24"]
+          "model.tiny_vision.reading_steps=20", "rollout.max_length=16", "data.heldout_per_level=1",
+          "sampling.pool_size=20", "sft.examples=24"]
 MIX = "data.mix={countdown: 0.5, countdown_image: 0.5}"
 
 
@@ -85,7 +86,7 @@ def test_eval_blank_image_control_and_per_task_table(tmp_path):
     from longrl.models.tiny import TinyModelConfig, TinyVLMConfig
     from longrl.models.vision import build_tiny_vlm
 
-    model = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64),
+    model = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=32, vision_intermediate_size=64, reading_steps=0),
                            TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
                            [ex[0] + ex[1] for ex in render.sft_examples(0, 100)])
     args = ["eval", "--model", str(model), "--bench", "countdown_image", "--limit", "3", "--n", "1",
@@ -163,7 +164,7 @@ def test_blank_image_control_on_a_trained_model_falls_to_chance(tmp_path):
         return "<image>\nWhich quadrant?\n", str(q + 1), [buf.getvalue()]
 
     train = [example() for _ in range(2000)]
-    path = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=64, vision_intermediate_size=128),
+    path = build_tiny_vlm(tmp_path / "vlm", TinyVLMConfig(vision_hidden_size=64, vision_intermediate_size=128, reading_steps=0),
                           TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
                           ["Which quadrant? answer 1 2 3 4"] * 50)
     model, tok = load_model(path)

@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_vlm_vllm")
     corpus = [ex[0] + ex[1] for ex in render.sft_examples(0, 200)]
-    build_tiny_vlm(out, TinyVLMConfig(vision_hidden_size=64, vision_heads=2, vision_intermediate_size=128),
+    build_tiny_vlm(out, TinyVLMConfig(vision_hidden_size=64, vision_heads=2, vision_intermediate_size=128, reading_steps=0),
                    TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128), corpus)
     model, tokenizer = load_model(out)
     model = _redraw(model, seed=0)

@@ -1,13 +1,15 @@
 """How fast the built-in tiny VLM learns to read the drawn countdown problems, and whether a model reads them.
 
-    python bench/experiments/vision_reading.py learn [--steps 800] [--drawing bold|thin]
+    python bench/experiments/vision_reading.py learn [--steps 800] [--drawing bold|thin] [--reading-steps N] [--freeze]
     python bench/experiments/vision_reading.py read --model DIR
 
 ``learn`` builds a fresh tiny VLM (default config) and trains it on the transcription line alone
 ("I read the numbers 3 5 7 and the target 15.") of 4,000 drawn training problems, 32 per step, then
 prints every 200 steps the teacher-forced share of held-out digits (60 problems) it predicts right.
 ``--drawing thin`` draws the numbers as generator version 1 did (thin digits placed freely), for the
-comparison in docs/benchmarks.md (Vision); ``bold`` is the task's own drawing.
+comparison in docs/benchmarks.md (Vision); ``bold`` is the task's own drawing. ``--reading-steps N``
+pretrains the tower first (:func:`longrl.models.vision.pretrain_tower`, what the built-in VLM's build
+does), ``--freeze`` keeps it fixed while the language model learns (``model.freeze_vision_tower``).
 
 ``read`` asks a model (a warm or RL checkpoint) for greedy transcriptions of 60 held-out drawn
 problems and counts those with every number, and those with the target, read right; it also prints
@@ -41,9 +43,9 @@ def thin_drawing(numbers, target) -> bytes:
 def learn(args) -> None:
     from longrl.models.loading import load_model
     from longrl.models.tiny import TinyModelConfig, TinyVLMConfig
-    from longrl.models.vision import build_tiny_vlm, load_processor
+    from longrl.models.vision import build_tiny_vlm, freeze_vision_tower, load_processor
     from longrl.tasks import countdown, render
-    from longrl.train.batch import micro_batches, token_logprobs
+    from longrl.train.batch import micro_batches, token_logprobs, trainable
     from longrl.train.sft import encode_examples
 
     draw = thin_drawing if args.drawing == "thin" else render.draw_countdown
@@ -57,13 +59,16 @@ def learn(args) -> None:
     train = rows([next(stream) for _ in range(4000)])
     held = rows(countdown.heldout_prompts(20))
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_tiny_vlm(tmp, TinyVLMConfig(), TinyModelConfig(), [e[0] + e[1] for e in render.sft_examples(0, 500)])
+        path = build_tiny_vlm(tmp, TinyVLMConfig(reading_steps=args.reading_steps), TinyModelConfig(),
+                              [e[0] + e[1] for e in render.sft_examples(0, 500)])
         model, tok = load_model(path)
         processor = load_processor(path)
+    if args.freeze:
+        freeze_vision_tower(model)
     seqs = encode_examples(tok, train, 512, processor=processor)
     held_seqs = encode_examples(tok, held, 512, processor=processor)
     digit = torch.tensor([tok.decode([t]).strip().isdigit() for t in range(len(tok))])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    opt = torch.optim.AdamW(trainable(model), lr=args.lr)
     rng, t0 = random.Random(0), time.time()
     for step in range(1, args.steps + 1):
         b = micro_batches(rng.sample(seqs, 32), 1 << 20, tok.pad_token_id)[0]
@@ -71,7 +76,7 @@ def learn(args) -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
-        if step % 200 == 0:
+        if step % args.every == 0:
             model.eval()
             with torch.no_grad():
                 hb = micro_batches(held_seqs, 1 << 20, tok.pad_token_id)[0]
@@ -80,7 +85,7 @@ def learn(args) -> None:
                 sel = hb.loss_mask.bool() & digit[target]
                 acc = (logits.argmax(-1)[sel] == target[sel]).float().mean().item()
             model.train()
-            print(f"{args.drawing} step {step}: loss {loss.item():.3f}, held-out digits right {acc:.3f} "
+            print(f"{args.drawing} reading_steps={args.reading_steps} freeze={args.freeze} step {step}: loss {loss.item():.3f}, held-out digits right {acc:.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
 
 
@@ -119,6 +124,10 @@ def main() -> None:
     a.add_argument("--steps", type=int, default=800)
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--drawing", choices=("bold", "thin"), default="bold")
+    a.add_argument("--reading-steps", type=int, default=0,
+                   help="steps of tower pretraining before (TinyVLMConfig.reading_steps; 0: a random tower)")
+    a.add_argument("--freeze", action="store_true", help="freeze the vision tower (model.freeze_vision_tower)")
+    a.add_argument("--every", type=int, default=200, help="evaluate every this many steps")
     r = sub.add_parser("read")
     r.add_argument("--model", required=True)
     args = ap.parse_args()

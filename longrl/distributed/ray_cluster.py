@@ -100,6 +100,10 @@ class TrainerWorker:
                                 rank=self.rank, world_size=self.world, timeout=timedelta(minutes=5))
         self.model, self.tokenizer = load_model(self.model_dir, master_dtype(self.cfg.model.dtype))
         self.model.to("cuda" if gpu else "cpu")
+        if self.cfg.model.freeze_vision_tower:
+            from longrl.models.vision import freeze_vision_tower
+
+            freeze_vision_tower(self.model)
         if self.cfg.rl.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         if self.cfg.cluster.sharding == "fsdp":

@@ -40,6 +40,9 @@ class TinyVLMConfig:
     vision_layers: int = 2
     vision_heads: int = 4
     vision_intermediate_size: int = 512  # vision MLP width (4x hidden)
+    # steps of pretraining the tower to read the built-in drawings before the language model sees it
+    # (longrl.models.vision.pretrain_tower); 0 leaves it randomly initialised
+    reading_steps: int = 200
 
     @property
     def image_tokens(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import cache
 from typing import NamedTuple
@@ -129,6 +129,18 @@ def heldout_prompts(n_per_level: int = 150) -> list[Prompt]:
     """Countdown's held-out set drawn, in the same order, ids mapped 1:1 (``countdown-heldout-L-i``
     -> ``countdown_image-heldout-L-i``)."""
     return [_image_prompt(p) for p in countdown.heldout_prompts(n_per_level)]
+
+
+def reading_examples(prompts: Iterable[Prompt]) -> tuple[list[bytes], list[list[int]]]:
+    """Countdown ``prompts`` drawn, with their digits, for pretraining a vision tower to read
+    (:func:`longrl.models.vision.pretrain_tower`): each label is the three numbers' digits and the
+    target's two (countdown's numbers are 1–9, its targets 10–99), left to right."""
+    images, labels = [], []
+    for p in prompts:
+        numbers, target = p.reference["numbers"], p.reference["target"]
+        images.append(draw_countdown(numbers, target))
+        labels.append([*numbers, target // 10, target % 10])
+    return images, labels
 
 
 def transcription(numbers: Sequence[int], target: int) -> str:

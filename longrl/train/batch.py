@@ -9,7 +9,7 @@ the ``hf`` engine used (:func:`longrl.models.vision.mm_positions`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +22,8 @@ class Seq:
     """One training sequence: ``ids = prompt + response``; the loss covers ``ids[loss_start:]``.
 
     ``ref_logp`` (optional) holds log π_i for the loss tokens, ``len(ids) - loss_start`` values.
-    ``mm`` is the prompt's pixel inputs (``GenRequest.mm``, the same dict the engine took), None for
+    ``mm`` is the prompt's pixel inputs (``GenRequest.mm``, the same dict the engine took, or a
+    :class:`~longrl.models.vision.LazyPixels` that computes them when the batch is built), None for
     a text-only prompt; ``ids`` are then the processor-expanded ids.
     """
 
@@ -31,7 +32,7 @@ class Seq:
     advantage: float = 0.0
     ref_logp: list[float] | None = None
     index: int = 0  # position in the caller's list, to map results back
-    mm: dict[str, torch.Tensor] | None = None
+    mm: Mapping[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -69,6 +70,11 @@ class TrainBatch:
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def trainable(model) -> list[torch.nn.Parameter]:
+    """The weights an optimizer steps: all but frozen ones (``model.freeze_vision_tower``)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def micro_batch_budget(tokens: int | None, device: torch.device) -> int:

@@ -24,7 +24,7 @@ from longrl.algo.losses import dpo_loss
 from longrl.errors import UserError
 from longrl.models.loading import end_of_turn_ids
 from longrl.models.vision import Encoded, encode_prompt_mm
-from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs
+from longrl.train.batch import Seq, micro_batches, model_device, token_logprobs, trainable
 from longrl.types import Prompt
 
 
@@ -138,7 +138,7 @@ def run_dpo(model, tokenizer, data: PairSet, cfg: DPOConfig, seed: int = 0,
         rng.shuffle(order)
         plan += [order[i : i + cfg.batch_pairs] for i in range(0, len(order), cfg.batch_pairs)]
     plan = plan[:total_steps]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
     history: list[dict[str, float]] = []
     tokens, t0 = 0, time.time()

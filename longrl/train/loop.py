@@ -34,7 +34,7 @@ from longrl.models.loading import (
     tiny_architecture,
 )
 from longrl.models.precision import autocast_dtype, enable_activation_checkpointing, master_dtype
-from longrl.models.vision import load_processor, prompt_length
+from longrl.models.vision import freeze_vision_tower, load_processor, prompt_length
 from longrl.rewards.compose import build_router, check_tasks
 from longrl.rollout.hf import HFEngine
 from longrl.tasks.registry import BuiltinTask, get_task, is_builtin, task_names
@@ -137,6 +137,8 @@ def _warm_key(cfg: RunConfig) -> str:
         model = {"lm": model, "vision": asdict(cfg.model.tiny_vision), "corpus": _corpus_tasks(cfg)}
     ident = {"model": model, "sft": asdict(cfg.sft), "seed": cfg.seed,
              "task": _warmup_versions(cfg) if cfg.sft.data is None else cfg.sft.data}
+    if cfg.model.freeze_vision_tower:
+        ident["freeze_vision_tower"] = True
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -161,7 +163,7 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
             from longrl.models.vision import build_tiny_vlm
 
             corpus = [text for name in _corpus_tasks(cfg) for text in get_task(name).corpus()]
-            build_tiny_vlm(tmp, cfg.model.tiny_vision, cfg.model.tiny, corpus)
+            build_tiny_vlm(tmp, cfg.model.tiny_vision, cfg.model.tiny, corpus, progress=progress)
             model, tok = load_model(tmp)
         elif cfg.model.path is None:
             from longrl.models.tiny import build_tiny_model, task_corpus
@@ -171,6 +173,8 @@ def warm_model_dir(cfg: RunConfig, progress: bool = True) -> Path:
         else:
             model, tok = load_model(cfg.model.path, master_dtype(cfg.model.dtype))
         processor = load_processor(tmp if cfg.model.path is None else cfg.model.path)
+        if cfg.model.freeze_vision_tower:
+            freeze_vision_tower(model)
         model.to(resolve_device(cfg.model.device))
         seqs = encode_examples(tok, examples, context_length(model), cfg.model.chat_template, source, processor)
         if progress:
@@ -250,6 +254,8 @@ def make_engine(cfg: RunConfig, model, tokenizer, model_dir: Path | str | None =
 def local_workers(cfg: RunConfig, model, tokenizer, start_dir: Path) -> Workers:
     """The ``local`` backend (:mod:`longrl.train.backends`): engine, scorer and updates in this process."""
     model.to(resolve_device(cfg.model.device))
+    if cfg.model.freeze_vision_tower:
+        freeze_vision_tower(model)
     if cfg.rl.activation_checkpointing:
         enable_activation_checkpointing(model)  # the update's policy; the engine samples in eval mode, unaffected
     return Workers(make_engine(cfg, model, tokenizer, start_dir), build_router(cfg.rewards))

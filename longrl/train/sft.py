@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from longrl.config import SFTConfig
 from longrl.errors import UserError
 from longrl.models.loading import end_of_turn_ids
-from longrl.models.vision import encode_prompt_mm
+from longrl.models.vision import LazyPixels, encode_prompt_mm
 from longrl.models.precision import autocast_dtype, compute_context
-from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
+from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs, trainable
 from longrl.types import Prompt
 
 
@@ -41,7 +41,9 @@ def encode_examples(tokenizer, examples: Sequence[tuple], max_len: int,
         if len(p) + len(r) > max_len:
             raise UserError(f"{source}: example {i + 1} is {len(p) + len(r)} tokens, longer than the "
                             f"model's context of {max_len}")
-        out.append(Seq(ids=p + r, loss_start=len(p), index=i, mm=enc.mm))
+        # pixel inputs are recomputed per step from the image bytes: a warm-up's tensors would not fit
+        mm = LazyPixels(processor, f"{source}: example {i + 1}", images[0], enc.mm) if enc.mm else None
+        out.append(Seq(ids=p + r, loss_start=len(p), index=i, mm=mm))
     return out
 
 
@@ -77,7 +79,7 @@ def run_sft(model, tokenizer, seqs: list[Seq], cfg: SFTConfig, seed: int = 0,
     epochs = math.ceil(cfg.epochs)
     plan = [b for _ in range(epochs) for b in _step_batches(seqs, cfg.batch_tokens, rng)]
     plan = plan[: max(1, round(len(plan) * cfg.epochs / epochs))]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(trainable(model), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     warm = max(1, len(plan) // 33)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))

@@ -25,7 +25,7 @@ import torch
 from longrl.algo import get_algorithm
 from longrl.config import RunConfig
 from longrl.models.precision import autocast_dtype, compute_context, keep_checkpointing_in_eval
-from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs
+from longrl.train.batch import Seq, micro_batch_budget, micro_batches, model_device, token_logprobs, trainable
 
 
 @dataclass
@@ -72,7 +72,7 @@ class DataParallel:
         """Sum gradients over ranks in flat buckets (as DDP does), so the step is the global one."""
         if self.world == 1:
             return
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable(model)
         used = self.all_reduce(torch.tensor([p.grad is not None for p in params], dtype=torch.int32))
         params = [p for p, u in zip(params, used.tolist()) if u]  # no rank's gradient: stays None, as in one process
         for p in params:
@@ -158,8 +158,8 @@ def fresh_optimizer(model, rl, lr: float) -> torch.optim.Optimizer:
     along the gradient itself, with a learning rate on a different scale (see ``RLConfig.optimizer``).
     """
     if rl.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=rl.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
+        return torch.optim.SGD(trainable(model), lr=lr, weight_decay=rl.weight_decay)
+    return torch.optim.AdamW(trainable(model), lr=lr, weight_decay=rl.weight_decay, betas=(0.9, 0.95))
 
 
 def policy_update(model, seqs: list[Seq], cfg: RunConfig, iteration: int, pad_id: int,
