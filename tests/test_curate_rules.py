@@ -244,6 +244,28 @@ def test_decontamination_drops_overlap_with_the_set_name_and_counts():
     assert_partition(rows, res)
 
 
+def test_decontamination_drops_image_prompts_showing_a_benchmark_picture_however_encoded():
+    import io
+
+    from PIL import Image
+
+    from longrl.tasks import render
+
+    bench = render.heldout_prompts(1)  # three drawn problems, all with the same text
+    stream = render.train_prompts(0)
+    fresh = [next(stream) for _ in range(5)]
+    with Image.open(io.BytesIO(bench[2].images[0])) as im:  # the same picture, written another way
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format="PNG", compress_level=1)
+    copy = Prompt("copy", bench[2].text, bench[2].reference, bench[2].task, images=[buf.getvalue()])
+    assert copy.images[0] != bench[2].images[0]
+    res = decontaminate([*fresh, copy], {"drawn": bench})
+    assert ids(res.kept) == ids(fresh)  # the same instruction over another picture is another problem
+    (drop,) = res.dropped
+    assert drop.prompt.id == "copy" and drop.match == f"drawn:{bench[2].id}" and "image 1" in drop.detail
+    assert_partition([*fresh, copy], res)
+
+
 def test_decontamination_n_is_configurable():
     # Shares exactly the 6 words "placed on a bracelet if rotations" with the benchmark item.
     row = P("six", "Beads are placed on a bracelet if rotations are allowed; how many patterns of 4 beads?", "1")

@@ -202,6 +202,13 @@ def encode_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def pixel_digest(data: bytes) -> str:
+    """SHA-256 of an image's decoded RGB pixels and size: the same picture whatever file holds it
+    (PNG re-compressed, metadata stripped, another lossless format), unlike a hash of the bytes."""
+    img = decode_image(data)
+    return hashlib.sha256(f"{img.width}x{img.height}:".encode() + img.tobytes()).hexdigest()
+
+
 def images_digest(images: list[bytes] | None) -> str:
     """One SHA-256 of a prompt's images in order ("" for none): prompts with equal text are the same
     problem only when this is equal too (every ``countdown_image`` prompt has the same text)."""

@@ -7,6 +7,13 @@ collapsed, so ``$x\\,+\\,1$`` and ``x+1`` are one word. A text of fewer than n w
 n-gram; it is compared whole instead: a short prompt matches a reference whose whole normalised
 text is the same.
 
+A reference item with images (a visual benchmark's question) is indexed by its pictures, not its
+words: a prompt is dropped when one of its images shows the same pixels as one of them
+(:func:`longrl.data.images.pixel_digest`: any lossless re-encoding matches; a resized or lossy copy
+does not). Its text alone is not the problem: drawn problems share one instruction, and the same
+question about another picture is another problem. A prompt's own text, images or not, is still
+matched against the text-only reference items.
+
 Boilerplate: an n-gram found in ``common`` (default 8) or more reference items never matches.
 Answer-format phrases recur across competition sets ("where m and n are relatively prime
 positive integers", Minerva's "format your answer as n \\times 10^x where n is to 2 decimal
@@ -42,6 +49,7 @@ from dataclasses import dataclass, field
 
 from longrl.data.curate.dedup import clean_latex
 from longrl.data.curate.rules import Drop, StageResult, question_of
+from longrl.data.images import pixel_digest
 from longrl.types import Prompt
 
 
@@ -81,12 +89,17 @@ class NgramIndex:
         self._long: dict[str, tuple[str, str]] = {}  # n-gram -> (set, item id), first occurrence
         self._short: dict[str, tuple[str, str]] = {}  # whole text of < n words -> (set, item id)
         self._short_lengths: set[int] = set()  # word counts of the short items (2 or more words)
+        self._images: dict[str, tuple[str, str]] = {}  # pixel digest -> (set, item id), first occurrence
         items_with: Counter[str] = Counter()  # n-gram -> how many reference items hold it
         for name, items in references.items():
             for i, item in enumerate(items):
                 if isinstance(item, Prompt):
                     text = question_of(item)
                     item_id = item.id if item.id.startswith(f"{name}:") else f"{name}:{item.id}"
+                    if item.images:
+                        for image in item.images:
+                            self._images.setdefault(pixel_digest(image), (name, item_id))
+                        continue
                 else:
                     text, item_id = str(item), f"{name}[{i}]"
                 ws = words(text)
@@ -101,6 +114,14 @@ class NgramIndex:
         for g in self.boilerplate:
             self._long.pop(g, None)
             self._short.pop(g, None)
+
+    def lookup_images(self, images: Sequence[bytes] | None) -> tuple[str, str, str] | None:
+        """The first reference item showing the same pixels as one of ``images``: (set, item id, "image N")."""
+        for i, image in enumerate(images or ()):
+            hit = self._images.get(pixel_digest(image)) if self._images else None
+            if hit is not None:
+                return hit[0], hit[1], f"image {i + 1}"
+        return None
 
     def lookup(self, text: str) -> tuple[str, str, str] | None:
         """The first reference hit: a shared n-gram, or a short reference item's whole text.
@@ -136,13 +157,18 @@ def decontaminate(prompts: Sequence[Prompt], references: Mapping[str, Sequence[s
     kept: list[Prompt] = []
     dropped: list[Drop] = []
     for p in prompts:
-        hit = index.lookup(question_of(p))
+        image_hit = index.lookup_images(p.images)
+        hit = image_hit or index.lookup(question_of(p))
         if hit is None:
             kept.append(p)
             continue
         name, item_id, gram = hit
         per[name] += 1
-        shown = gram if len(gram) <= 80 else gram[:77] + "..."
-        what = f"{index.n}-gram" if len(gram.split()) >= index.n else "whole text"
-        dropped.append(Drop(p, "decontam", name, f"shares {what} {shown!r} with {item_id}", item_id))
+        if image_hit:
+            detail = f"its {gram} shows the same pixels as an image of {item_id}"
+        else:
+            shown = gram if len(gram) <= 80 else gram[:77] + "..."
+            what = f"{index.n}-gram" if len(gram.split()) >= index.n else "whole text"
+            detail = f"shares {what} {shown!r} with {item_id}"
+        dropped.append(Drop(p, "decontam", name, detail, item_id))
     return DecontamResult(kept, dropped, per)
