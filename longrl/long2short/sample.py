@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from longrl.data.images import IMAGES_KEY, encode_base64
 from longrl.long2short.select import Group
 from longrl.types import Prompt, Score
 
@@ -52,6 +53,12 @@ def sample_groups(model, tokenizer, prompts: Sequence[Prompt], *, n: int, temper
 
 
 def group_rows(groups: Sequence[Group]) -> list[dict]:
-    """One audit row per prompt (``samples.jsonl``): every response with its length and verdict."""
-    return [{"prompt_id": g.prompt.id, "prompt": g.prompt.text, "responses": g.responses,
-             "tokens": g.lengths, "correct": g.correct} for g in groups]
+    """One audit row per prompt (``samples.jsonl``): every response with its length and verdict, and
+    an image prompt's images as base64 (the ``images`` column the prompt loaders read)."""
+    rows = []
+    for g in groups:
+        row = {"prompt_id": g.prompt.id, "prompt": g.prompt.text}
+        if g.prompt.images:
+            row[IMAGES_KEY] = [encode_base64(b) for b in g.prompt.images]
+        rows.append(row | {"responses": g.responses, "tokens": g.lengths, "correct": g.correct})
+    return rows
