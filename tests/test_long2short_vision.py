@@ -125,9 +125,17 @@ def test_dpo_refuses_images_for_a_text_model(tiny_model_dir):
 
 
 def test_dpo_cli_on_image_prompts(vlm_dir, tmp_path):
+    import torch
+
+    from longrl.models.loading import load_model
+
     out = tmp_path / "dpo"
     assert main(["long2short", "dpo", "--model", str(vlm_dir), "--data", str(_prompt_file(tmp_path / "p.jsonl")),
-                 *SAMPLE, "--epochs", "1", "--out", str(out)]) == 0
+                 *SAMPLE, "--epochs", "1", "--lr", "1e-2", "--freeze-vision-tower", "--out", str(out)]) == 0
+    start, _ = load_model(vlm_dir)
+    trained, _ = load_model(out)
+    moved = {n for (n, a), (_, b) in zip(start.named_parameters(), trained.named_parameters()) if not torch.equal(a, b)}
+    assert moved and not any("vision_tower" in n for n in moved)
     images = {p.id: p.images for p in _image_prompts()}
     pairs = [json.loads(x) for x in (out / "pairs.jsonl").read_text().splitlines()]
     assert pairs
@@ -137,6 +145,13 @@ def test_dpo_cli_on_image_prompts(vlm_dir, tmp_path):
     from longrl.models.vision import load_processor
 
     assert load_processor(out) is not None
+
+
+def test_freezing_a_text_models_tower_is_refused_before_sampling(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "dpo"
+    assert main(["long2short", "dpo", "--model", str(tiny_model_dir), "--data", "countdown", "--limit", "2",
+                 *SAMPLE, "--freeze-vision-tower", "--out", str(out)]) == 2
+    assert "no vision tower" in capsys.readouterr().err and not out.exists()
 
 
 def test_merge_two_vlms_and_refuse_a_text_model(vlm_dir, tiny_model_dir, tmp_path, capsys):

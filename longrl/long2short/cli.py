@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
             from longrl.config import RewardsConfig
 
             RewardsConfig.add_arguments(a)
+        if name in ("short-sft", "shortest", "dpo"):  # they train; rl reads model.freeze_vision_tower
+            a.add_argument("--freeze-vision-tower", action="store_true",
+                           help="keep a vision-language model's encoder fixed while the rest trains")
         if name != "rl":  # rl takes these as config fields: --set threads=1 / seed=0
             a.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
             a.add_argument("--seed", type=int, default=0)
@@ -158,6 +161,7 @@ def _run_short_sft(args) -> int:
         source = "built-in short countdown traces"
     model, tok = load_model(args.base)
     processor = load_processor(args.base)
+    _freeze(args, model)
     seqs = encode_examples(tok, examples, context_length(model), args.chat_template, source, processor)
     _say(args, f"short-CoT SFT from {args.base}: {len(seqs)} examples from {source}")
     stats = run_sft(model, tok, seqs, cfg, seed=args.seed, progress=not args.quiet)
@@ -197,12 +201,20 @@ def _prepare_sampling(args):
     prompts = load_prompts(args.data, args.limit, args.seed)
     model, tok = load_model(args.model)
     processor = load_processor(args.model)
+    _freeze(args, model)  # a text-only model is refused here, before any sampling
     ctx = context_length(model)
     for p in prompts:  # image tokens expanded, as the model takes them
         if prompt_length(tok, processor, p, args.chat_template) + args.max_tokens > ctx:
             raise UserError(f"{args.data}: prompt {p.id!r} plus --max-tokens {args.max_tokens} exceeds the "
                             f"model's context of {ctx} tokens")
     return prompts, model, tok, processor
+
+
+def _freeze(args, model) -> None:
+    if getattr(args, "freeze_vision_tower", False):
+        from longrl.models.vision import freeze_vision_tower
+
+        freeze_vision_tower(model)
 
 
 def _sample(args, prompts, model, tok, processor):
