@@ -85,3 +85,13 @@ def _text_model(tmp_path):
     from longrl.models.tiny import build_tiny_model, task_corpus
 
     return build_tiny_model(tmp_path / "text", LM, task_corpus(100))
+
+
+def test_a_qwen2_vl_freezes_its_whole_visual_module(tmp_path):
+    from longrl.models.vision import build_tiny_qwen2vl
+
+    model, _ = load_model(build_tiny_qwen2vl(tmp_path / "qwen"))
+    frozen = freeze_vision_tower(model)
+    assert vision_tower(model) is model.model.visual
+    assert frozen == sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
+    assert all(p.requires_grad == (".visual." not in f".{n}") for n, p in model.named_parameters())
