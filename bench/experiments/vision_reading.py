@@ -3,9 +3,10 @@
     python bench/experiments/vision_reading.py learn [--steps 800] [--drawing bold|thin] [--reading-steps N] [--freeze]
     python bench/experiments/vision_reading.py read --model DIR
 
-``learn`` builds a fresh tiny VLM (default config) and trains it on the transcription line alone
-("I read the numbers 3 5 7 and the target 15.") of 4,000 drawn training problems, 32 per step, then
-prints every 200 steps the teacher-forced share of held-out digits (60 problems) it predicts right.
+``learn`` builds a fresh tiny VLM (default config, a random tower unless ``--reading-steps``) and
+trains it on the transcription line alone ("I read the numbers 3 5 7 and the target 15.") of 4,000
+drawn training problems, 32 per step, then prints every ``--every`` steps (200) the teacher-forced
+share of held-out digits (60 problems) it predicts right.
 ``--drawing thin`` draws the numbers as generator version 1 did (thin digits placed freely), for the
 comparison in docs/benchmarks.md (Vision); ``bold`` is the task's own drawing. ``--reading-steps N``
 pretrains the tower first (:func:`longrl.models.vision.pretrain_tower`, what the built-in VLM's build
