@@ -95,3 +95,41 @@ def test_a_qwen2_vl_freezes_its_whole_visual_module(tmp_path):
     assert vision_tower(model) is model.model.visual
     assert frozen == sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
     assert all(p.requires_grad == (".visual." not in f".{n}") for n, p in model.named_parameters())
+
+
+_FSDP_FROZEN = """
+import socket, sys, tempfile, torch, torch.distributed as dist
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+from longrl.config import ClusterConfig
+from longrl.distributed.fsdp import shard_model
+from longrl.models.loading import load_model
+from longrl.models.vision import freeze_vision_tower, load_processor, vision_tower
+from longrl.tasks import render
+from longrl.train.batch import micro_batches, token_logprobs, trainable
+from longrl.train.sft import encode_examples
+model, tok = load_model(sys.argv[1])
+processor = load_processor(sys.argv[1])
+freeze_vision_tower(model)
+shard_model(model, ClusterConfig(sharding="fsdp"))
+assert not any(p.requires_grad for p in vision_tower(model).parameters())
+before = {n: p.detach().full_tensor().clone() for n, p in model.named_parameters()}
+batch = micro_batches(encode_examples(tok, render.sft_examples(0, 4), 512, processor=processor), 1 << 20,
+                      tok.pad_token_id)[0]
+opt = torch.optim.AdamW(trainable(model), lr=1e-2)
+(-token_logprobs(model, batch).sum()).backward()
+opt.step()
+moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach().full_tensor(), before[n])}
+assert moved and not any("vision_tower" in n for n in moved), sorted(moved)
+print("ok")
+"""
+
+
+def test_fsdp_keeps_a_frozen_tower_frozen(tmp_path):
+    """fully_shard keeps requires_grad=False on the tower's weights, and a step leaves them as they were."""
+    import subprocess
+    import sys
+
+    path = _build(tmp_path / "vlm", 0)
+    r = subprocess.run([sys.executable, "-c", _FSDP_FROZEN, str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
