@@ -117,8 +117,10 @@ class NgramIndex:
 
     def lookup_images(self, images: Sequence[bytes] | None) -> tuple[str, str, str] | None:
         """The first reference item showing the same pixels as one of ``images``: (set, item id, "image N")."""
+        if not self._images:  # no reference has images: nothing to decode
+            return None
         for i, image in enumerate(images or ()):
-            hit = self._images.get(pixel_digest(image)) if self._images else None
+            hit = self._images.get(pixel_digest(image))
             if hit is not None:
                 return hit[0], hit[1], f"image {i + 1}"
         return None
